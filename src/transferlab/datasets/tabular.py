@@ -1,0 +1,101 @@
+"""Generic datasets: a user's npz or CSV file, and scikit-learn's shipped datasets for quick checks."""
+
+from __future__ import annotations
+
+import csv
+import os
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from transferlab.datasets.dataset import Dataset
+from transferlab.errors import DataError
+
+
+def _encode_labels(raw: np.ndarray, source: str) -> tuple[np.ndarray, list[str]]:
+    values, y = np.unique(np.asarray(raw), return_inverse=True)
+    if values.size < 2:
+        raise DataError(f"{source}: the labels hold a single class ({values.tolist()}); need two or more")
+    return y.astype(np.int64), [str(v) for v in values.tolist()]
+
+
+def load_npz(path: str | os.PathLike, x_key: str = "X", y_key: str = "y", name: str | None = None) -> Dataset:
+    """A dataset from an npz file holding a 2-D feature array ``x_key`` and a label array ``y_key``.
+
+    The file is read with ``allow_pickle=False``: object arrays are refused, never unpickled.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"npz file not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            if x_key not in npz or y_key not in npz:
+                raise DataError(f"{path} must hold arrays {x_key!r} and {y_key!r}; it holds {sorted(npz.files)}")
+            X, raw_y = np.asarray(npz[x_key]), np.asarray(npz[y_key])
+    except DataError:
+        raise
+    except (OSError, ValueError, zlib.error, EOFError) as exc:
+        raise DataError(f"{path} is not a readable npz file ({exc})") from None
+    if X.ndim != 2 or raw_y.ndim != 1:
+        raise DataError(f"{path}: {x_key} must be 2-D and {y_key} 1-D, got {X.shape} and {raw_y.shape}")
+    if not np.issubdtype(X.dtype, np.number):
+        raise DataError(f"{path}: {x_key} must be numeric, got dtype {X.dtype}")
+    y, classes = _encode_labels(raw_y, str(path))
+    return Dataset(X.astype(np.float64), y, classes, name or path.stem)
+
+
+def load_csv(path: str | os.PathLike, label_column: str | int = -1, name: str | None = None) -> Dataset:
+    """A dataset from a CSV file with a header row; ``label_column`` is a column name or index (default: last).
+
+    Every other column must be numeric; an empty or non-numeric cell, or NaN, is an error naming its row.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"CSV file not found: {path}")
+    with path.open(newline="") as fh:
+        rows = list(csv.reader(fh))
+    if len(rows) < 2:
+        raise DataError(f"{path} needs a header row and at least one data row")
+    header, body = rows[0], rows[1:]
+    if isinstance(label_column, str) and not label_column.lstrip("-").isdigit():
+        if label_column not in header:
+            raise DataError(f"{path}: no column named {label_column!r}; columns are {header}")
+        label_index = header.index(label_column)
+    else:
+        label_index = int(label_column) % len(header)
+    features = [i for i in range(len(header)) if i != label_index]
+    X = np.empty((len(body), len(features)))
+    labels = []
+    for r, row in enumerate(body, start=2):
+        if len(row) != len(header):
+            raise DataError(f"{path}, line {r}: {len(row)} cells but the header has {len(header)}")
+        try:
+            X[r - 2] = [float(row[i]) for i in features]
+        except ValueError:
+            raise DataError(f"{path}, line {r}: a feature cell is empty or not a number") from None
+        labels.append(row[label_index].strip())
+    bad = ~np.isfinite(X)
+    if bad.any():
+        r, c = np.argwhere(bad)[0]
+        raise DataError(f"{path}, line {r + 2}, column {header[features[c]]!r}: NaN or infinite value; "
+                        "remove or impute it")
+    numeric = all(s.lstrip("-").isdigit() for s in labels)
+    y, classes = _encode_labels(np.array([int(s) for s in labels] if numeric else labels), str(path))
+    return Dataset(X, y, classes, name or path.stem)
+
+
+def load_sklearn(name: str) -> Dataset:
+    """scikit-learn's shipped ``breast-cancer`` (binary) or ``digits`` (10 classes, 8x8 images scaled to [0, 1])."""
+    from sklearn import datasets as skd
+
+    if name == "breast-cancer":
+        bunch = skd.load_breast_cancer()
+        X = bunch.data
+        X = (X - X.min(axis=0)) / (X.max(axis=0) - X.min(axis=0))  # min-max to [0, 1], so a [0, 1] box applies
+        return Dataset(X, bunch.target.astype(np.int64), [str(c) for c in bunch.target_names], name)
+    if name == "digits":
+        bunch = skd.load_digits()
+        return Dataset(bunch.data / 16.0, bunch.target.astype(np.int64), [str(c) for c in range(10)], name,
+                       image_shape=(8, 8))
+    raise DataError(f"unknown scikit-learn dataset {name!r}")

@@ -1,0 +1,53 @@
+"""Save and load fitted models without pickle: ``spec.json`` (class, parameters, shapes) + ``weights.safetensors``."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from safetensors.torch import load_file, save_file
+
+from transferlab.errors import DataError
+from transferlab.models.base import Classifier
+from transferlab.models.forest import RandomForest
+from transferlab.models.kernel import KernelSVM
+from transferlab.models.linear import LinearClassifier, LinearSVM, Logistic, Ridge
+from transferlab.models.neural import CNN, MLP
+
+_CLASSES = {cls.__name__: cls for cls in (LinearClassifier, LinearSVM, Logistic, Ridge, KernelSVM, MLP, CNN,
+                                          RandomForest)}
+
+
+def save(model: Classifier, folder: str | os.PathLike) -> Path:
+    """Write a fitted model to ``folder`` (created if needed)."""
+    model._check_fitted()
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    params = {k: list(v) if isinstance(v, tuple) else v for k, v in model.get_params().items()}
+    spec = {"format": "transferlab-model/1", "class": type(model).__name__, "params": params,
+            "n_classes": model.n_classes_, "n_features": model.n_features_in_}
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_tensors().items()},
+              str(folder / "weights.safetensors"))
+    (folder / "spec.json").write_text(json.dumps(spec, indent=2))
+    return folder
+
+
+def load(folder: str | os.PathLike, device: str = "cpu") -> Classifier:
+    """Read a model written by :func:`save`."""
+    folder = Path(folder)
+    try:
+        spec = json.loads((folder / "spec.json").read_text())
+        state = load_file(str(folder / "weights.safetensors"))
+    except FileNotFoundError as exc:
+        raise DataError(f"{folder} is not a saved transferlab model ({exc.filename} is missing)") from None
+    except (ValueError, OSError) as exc:
+        raise DataError(f"{folder}: the saved model is corrupt ({exc})") from None
+    if spec.get("format") != "transferlab-model/1" or spec.get("class") not in _CLASSES:
+        raise DataError(f"{folder}/spec.json is not a transferlab model spec")
+    params = {k: tuple(v) if isinstance(v, list) else v for k, v in spec["params"].items()}
+    params["device"] = device
+    model = _CLASSES[spec["class"]](**params)
+    model.n_classes_, model.n_features_in_ = spec["n_classes"], spec["n_features"]
+    model.load_state_tensors(state)
+    return model

@@ -1,0 +1,69 @@
+"""RBF-kernel SVM trained by scikit-learn (libsvm) and re-expressed in torch through its support vectors:
+f_k(x) = Σ_i α_ik exp(−γ‖x − s_i‖²) + b_k, batched over rows of x."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.multiclass import OneVsRestClassifier
+from sklearn.svm import SVC
+
+from transferlab.models.base import Classifier
+
+
+def kernel_parameters(estimator: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(support vectors (m, d), dual coefficients (m, n_classes), intercepts (n_classes,)) of a fitted binary
+    ``SVC`` or a ``OneVsRestClassifier`` of them; binary models get a zero column for class 0."""
+    if isinstance(estimator, OneVsRestClassifier):
+        parts = [kernel_parameters(e) for e in estimator.estimators_]
+        sv = np.vstack([p[0] for p in parts])
+        alpha = np.zeros((sv.shape[0], len(parts)))
+        start = 0
+        for k, (s, a, _) in enumerate(parts):
+            alpha[start:start + s.shape[0], k] = a[:, 1]
+            start += s.shape[0]
+        return sv, alpha, np.array([p[2][1] for p in parts])
+    sv = np.asarray(estimator.support_vectors_, dtype=np.float64)
+    if hasattr(sv, "toarray"):
+        sv = sv.toarray()
+    dual = np.asarray(estimator.dual_coef_, dtype=np.float64).reshape(-1)
+    alpha = np.c_[np.zeros_like(dual), dual]
+    return sv, alpha, np.r_[0.0, float(np.asarray(estimator.intercept_).reshape(-1)[0])]
+
+
+class KernelSVM(Classifier):
+    """SVM with RBF kernel exp(−γ‖x − x'‖²), penalty C; one-vs-rest for more than two classes."""
+
+    def __init__(self, C: float = 1.0, gamma: float = 0.01, device: str = "cpu", batch_size: int = 2048) -> None:
+        super().__init__(device, batch_size)
+        self.C = C
+        self.gamma = gamma
+
+    def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
+        svc = SVC(kernel="rbf", C=self.C, gamma=self.gamma)
+        self.estimator_ = (svc if self.n_classes_ == 2 else OneVsRestClassifier(svc)).fit(X, y)
+        self.set_parameters(*kernel_parameters(self.estimator_))
+
+    def set_parameters(self, support_vectors: np.ndarray, dual_coef: np.ndarray, intercept: np.ndarray) -> None:
+        as_t = lambda a: torch.as_tensor(a, dtype=self.dtype, device=self.torch_device)  # noqa: E731
+        self.support_vectors_, self.dual_coef_, self.intercept_ = map(as_t, (support_vectors, dual_coef, intercept))
+        self.sv_sq_norms_ = (self.support_vectors_ ** 2).sum(1)
+        self.n_features_in_ = self.support_vectors_.shape[1]
+        self.n_classes_ = self.dual_coef_.shape[1]
+
+    def kernel(self, X: torch.Tensor) -> torch.Tensor:
+        """K(X, S) = exp(−γ‖x − s‖²) for all rows and support vectors (the squared distance is expanded and
+        clamped at 0, which keeps autograd finite where x equals a support vector)."""
+        sq = (X ** 2).sum(1, keepdim=True) + self.sv_sq_norms_ - 2.0 * X @ self.support_vectors_.T
+        return torch.exp(-self.gamma * sq.clamp_min(0.0))
+
+    def scores(self, X: torch.Tensor) -> torch.Tensor:
+        return self.kernel(X) @ self.dual_coef_ + self.intercept_
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        return {"support_vectors": self.support_vectors_, "dual_coef": self.dual_coef_, "intercept": self.intercept_}
+
+    def load_state_tensors(self, state: dict[str, torch.Tensor]) -> None:
+        self.set_parameters(*(state[k].cpu().numpy() for k in ("support_vectors", "dual_coef", "intercept")))

@@ -1,0 +1,126 @@
+"""Neural networks trained in torch with seeded, deterministic training: the paper's MLP (2×200 ReLU) and the
+small MNIST CNN (Carlini & Wagner's: three 3×3 conv layers of 64 filters, then 32 units)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from transferlab.errors import ConfigError
+from transferlab.models.base import Classifier
+
+
+class TorchNet(Classifier):
+    """Base of the torch-trained networks: mini-batch Adam on cross-entropy with L2 weight decay.
+
+    Training is a pure function of (data, parameters, seed): initialisation and shuffling draw from a
+    ``torch.Generator`` seeded with ``seed``. Scores are the network's logits; ``module_`` is the fitted module.
+    """
+
+    dtype = torch.float32
+
+    def __init__(self, weight_decay: float = 0.0, epochs: int = 30, batch_size_train: int = 64, lr: float = 1e-3,
+                 seed: int = 0, device: str = "cpu", batch_size: int = 4096) -> None:
+        super().__init__(device, batch_size)
+        self.weight_decay = weight_decay
+        self.epochs = epochs
+        self.batch_size_train = batch_size_train
+        self.lr = lr
+        self.seed = seed
+
+    def build_module(self, n_features: int, n_classes: int) -> nn.Module:
+        raise NotImplementedError
+
+    def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
+        device = self.torch_device
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            module = self.build_module(X.shape[1], self.n_classes_)
+        self.module_ = module.to(device=device, dtype=self.dtype)
+        Xt = torch.as_tensor(X, dtype=self.dtype, device=device)
+        yt = torch.as_tensor(y, device=device)
+        generator = torch.Generator().manual_seed(self.seed)
+        optimiser = torch.optim.Adam(self.module_.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        loss_fn = nn.CrossEntropyLoss()
+        self.module_.train()
+        for _ in range(self.epochs):
+            order = torch.randperm(Xt.shape[0], generator=generator).to(device)
+            for i in range(0, Xt.shape[0], self.batch_size_train):
+                batch = order[i:i + self.batch_size_train]
+                optimiser.zero_grad(set_to_none=True)
+                loss_fn(self.module_(Xt[batch]), yt[batch]).backward()
+                optimiser.step()
+        self.module_.eval()
+        for p in self.module_.parameters():
+            p.requires_grad_(False)
+
+    def scores(self, X: torch.Tensor) -> torch.Tensor:
+        return self.module_(X)
+
+    def to(self, device: str | None = None, dtype: torch.dtype | None = None) -> TorchNet:
+        """Move the fitted network (e.g. to float64 for finite-difference checks, or to ``cuda``)."""
+        if device is not None:
+            self.device = device
+        if dtype is not None:
+            self.dtype = dtype
+        if hasattr(self, "module_"):
+            self.module_.to(device=self.torch_device, dtype=self.dtype)
+        return self
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach() for k, v in self.module_.state_dict().items()}
+
+    def load_state_tensors(self, state: dict[str, torch.Tensor]) -> None:
+        module = self.build_module(self.n_features_in_, self.n_classes_)
+        module.load_state_dict(state)
+        self.module_ = module.to(device=self.torch_device, dtype=self.dtype).eval()
+        for p in self.module_.parameters():
+            p.requires_grad_(False)
+
+
+class MLP(TorchNet):
+    """Multi-layer perceptron with ReLU hidden layers (the paper's NN: ``hidden=(200, 200)``)."""
+
+    def __init__(self, hidden: tuple[int, ...] = (200, 200), weight_decay: float = 0.0, epochs: int = 30,
+                 batch_size_train: int = 64, lr: float = 1e-3, seed: int = 0, device: str = "cpu",
+                 batch_size: int = 4096) -> None:
+        super().__init__(weight_decay, epochs, batch_size_train, lr, seed, device, batch_size)
+        self.hidden = tuple(hidden)
+
+    def build_module(self, n_features: int, n_classes: int) -> nn.Module:
+        layers: list[nn.Module] = []
+        width = n_features
+        for h in self.hidden:
+            layers += [nn.Linear(width, h), nn.ReLU()]
+            width = h
+        layers.append(nn.Linear(width, n_classes))
+        return nn.Sequential(*layers)
+
+
+class CNN(TorchNet):
+    """Small CNN for square grey images given as flat rows: conv3×3(64)-ReLU, conv3×3(64)-ReLU, maxpool 2,
+    conv3×3(64)-ReLU, maxpool 2, dense 32-ReLU, dense n_classes (after Carlini & Wagner's MNIST network)."""
+
+    def __init__(self, channels: tuple[int, ...] = (64, 64, 64), dense: int = 32, weight_decay: float = 0.0,
+                 epochs: int = 10, batch_size_train: int = 64, lr: float = 1e-3, seed: int = 0,
+                 device: str = "cpu", batch_size: int = 1024) -> None:
+        super().__init__(weight_decay, epochs, batch_size_train, lr, seed, device, batch_size)
+        self.channels = tuple(channels)
+        self.dense = dense
+
+    def build_module(self, n_features: int, n_classes: int) -> nn.Module:
+        side = math.isqrt(n_features)
+        if side * side != n_features or side < 8:
+            raise ConfigError(f"the CNN needs square grey images as rows (28×28 = 784 features); got {n_features} "
+                              "features")
+        c1, c2, c3 = self.channels
+        after = ((side - 4) // 2 - 2) // 2
+        return nn.Sequential(
+            nn.Unflatten(1, (1, side, side)),
+            nn.Conv2d(1, c1, 3), nn.ReLU(), nn.Conv2d(c1, c2, 3), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(c2, c3, 3), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Linear(c3 * after * after, self.dense), nn.ReLU(), nn.Linear(self.dense, n_classes),
+        )
