@@ -4,6 +4,9 @@ import torch
 
 from transferlab import datasets
 
+# pytest-xdist runs one process per core: one torch thread each avoids OpenMP threads spinning against each other
+torch.set_num_threads(1)
+
 
 @pytest.fixture(scope="session")
 def mnist89():
@@ -23,4 +26,4 @@ def _seed():
 
 
 # quick training settings for the networks in tests (the registry's defaults are the paper's)
-FAST = {"nn_h": {"epochs": 3}, "nn_l": {"epochs": 3}, "cnn": {"epochs": 1, "channels": (8, 8, 8), "dense": 16}}
+FAST = {"nn_h": {"epochs": 3}, "nn_l": {"epochs": 3}, "cnn": {"epochs": 4, "batch_size_train": 16, "channels": (8, 8, 8), "dense": 16}}

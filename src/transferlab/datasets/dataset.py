@@ -6,7 +6,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
-from sklearn.model_selection import train_test_split
 
 from transferlab.errors import DataError
 
@@ -97,13 +96,18 @@ def _seed(*parts: int) -> int:
 
 
 def _stratified_take(y: np.ndarray, size: int, seed: int) -> np.ndarray:
-    """Indices of a stratified random sample of ``size`` rows of labels ``y``."""
-    index = np.arange(y.shape[0])
+    """Indices of a stratified random sample of ``size`` rows of labels ``y``: each class gets its share of
+    ``size`` (largest remainders round up), drawn without replacement."""
+    rng = np.random.default_rng(seed)
     if size >= y.shape[0]:
-        return np.random.default_rng(seed).permutation(index)
-    stratify = y if np.bincount(y).min() >= 2 else None
-    taken, _ = train_test_split(index, train_size=size, stratify=stratify, random_state=seed % (2**32))
-    return taken
+        return rng.permutation(y.shape[0])
+    classes, counts = np.unique(y, return_counts=True)
+    quota = counts * size / y.shape[0]
+    take = np.floor(quota).astype(int)
+    remainder_order = np.argsort(-(quota - take), kind="stable")
+    take[remainder_order[: size - take.sum()]] += 1
+    picked = [rng.choice(np.flatnonzero(y == c), size=k, replace=False) for c, k in zip(classes, take)]
+    return rng.permutation(np.concatenate(picked))
 
 
 def split(

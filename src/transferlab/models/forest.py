@@ -53,6 +53,10 @@ class RandomForest(Classifier):
             node = np.where(inner, np.where(go_left, self.left_[node], self.right_[node]), node)
         return self.value_[node].mean(axis=1)
 
+    def scores(self, X: torch.Tensor) -> torch.Tensor:
+        """Class probabilities as a tensor (no gradient flows through a forest)."""
+        return torch.as_tensor(self.decision_function(X), dtype=X.dtype, device=X.device)
+
     def state_tensors(self) -> dict[str, torch.Tensor]:
         return {name: torch.as_tensor(getattr(self, name + "_")) for name in
                 ("left", "right", "feature", "threshold", "value", "roots")}

@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 
+import torch
 from safetensors.torch import load_file, save_file
 
 from transferlab.errors import DataError
@@ -26,7 +27,8 @@ def save(model: Classifier, folder: str | os.PathLike) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     params = {k: list(v) if isinstance(v, tuple) else v for k, v in model.get_params().items()}
     spec = {"format": "transferlab-model/1", "class": type(model).__name__, "params": params,
-            "n_classes": model.n_classes_, "n_features": model.n_features_in_}
+            "n_classes": model.n_classes_, "n_features": model.n_features_in_,
+            "dtype": str(model.dtype).removeprefix("torch.")}
     save_file({k: v.detach().cpu().contiguous() for k, v in model.state_tensors().items()},
               str(folder / "weights.safetensors"))
     (folder / "spec.json").write_text(json.dumps(spec, indent=2))
@@ -49,5 +51,7 @@ def load(folder: str | os.PathLike, device: str = "cpu") -> Classifier:
     params["device"] = device
     model = _CLASSES[spec["class"]](**params)
     model.n_classes_, model.n_features_in_ = spec["n_classes"], spec["n_features"]
+    if spec.get("dtype") in ("float32", "float64"):
+        model.dtype = getattr(torch, spec["dtype"])
     model.load_state_tensors(state)
     return model

@@ -1,0 +1,278 @@
+"""The attacker's feasible domain Φ(x0) (paper Section 3: a distance budget and a box), as composable pieces with
+exact, batched, per-sample projections.
+
+Pieces: :class:`L2Ball`, :class:`LinfBall`, :class:`L1Ball` (‖x − x0‖_p ≤ ε), :class:`Box` (lb ⪯ x ⪯ ub, scalars
+or per-feature arrays), :class:`FeatureAdditionOnly` (x0 ⪯ x), :class:`Binary` (x ∈ {0, 1}^d) and :class:`Mask`
+(only some features may change). Combine them with ``&`` (or :class:`Intersection`); every projection is computed
+for each row independently.
+
+How the intersection is projected (the Euclidean projection of z onto Φ(x0) = ball ∩ [L, U], where [L, U] gathers
+every box-like piece, x0 ∈ [L, U]):
+
+- ℓ∞ ∩ box: closed form, clip z to [max(L, x0 − ε), min(U, x0 + ε)] (the set is a box).
+- ℓ2 ∩ box: the KKT conditions of min ½‖x − z‖² s.t. ‖x − x0‖² ≤ ε², L ⪯ x ⪯ U give
+  x(t) = x0 + clip(t (z − x0), L − x0, U − x0) with t = 1/(1 + λ) ∈ (0, 1], λ ≥ 0 the multiplier of the ball.
+  ‖x(t) − x0‖² is piecewise quadratic in t with one breakpoint per coordinate (where it reaches its bound), so
+  sorting the breakpoints of each row gives the t with ‖x(t) − x0‖ = ε in closed form: exact, one sort per row.
+- ℓ1 ∩ box: likewise x(λ) = clip(x0 + soft_threshold(z − x0, λ), L, U), λ by bisection so ‖x(λ) − x0‖₁ ≤ ε.
+- Binary: round to {0, 1} inside [L, U]; with an ℓ1 (= Hamming) budget k, keep the k flips with the largest
+  |z − x0| among those that rounding asks for (the exact projection onto that discrete set).
+- Mask: fixed features keep their x0 value (their bounds become [x0, x0]).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from transferlab.errors import ConfigError
+
+BISECTION_STEPS = 64
+
+
+def lp_norm(delta: torch.Tensor, p: float) -> torch.Tensor:
+    """Per-row ℓp norm of a batch (p ∈ {1, 2, inf})."""
+    flat = delta.reshape(delta.shape[0], -1)
+    if p == 1:
+        return flat.abs().sum(1)
+    if p == 2:
+        return flat.norm(dim=1)
+    return flat.abs().amax(1) if flat.shape[1] else flat.new_zeros(flat.shape[0])
+
+
+def dual_norm(p: float) -> float:
+    """q with 1/p + 1/q = 1 (the norm of S in Eq. 17)."""
+    return {1: float("inf"), 2: 2, float("inf"): 1}[p]
+
+
+def parse_norm(norm: Any) -> float:
+    table = {"1": 1, "l1": 1, "2": 2, "l2": 2, "inf": float("inf"), "linf": float("inf")}
+    key = str(norm).lower().replace("ℓ", "l").replace("∞", "inf")
+    key = {"1.0": "1", "2.0": "2"}.get(key, key)
+    if key not in table:
+        raise ConfigError(f"unknown norm {norm!r}; use 1, 2 or inf")
+    return table[key]
+
+
+class Constraint:
+    """A piece of the feasible domain. ``a & b`` intersects pieces; ``project(z, x0)`` and ``contains(x, x0)``
+    work on batches (rows are samples)."""
+
+    def __and__(self, other: Constraint) -> Intersection:
+        return Intersection(*_pieces(self), *_pieces(other))
+
+    def project(self, z: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        return Intersection(self).project(z, x0)
+
+    def contains(self, x: torch.Tensor, x0: torch.Tensor, tol: float = 1e-6) -> torch.Tensor:
+        return Intersection(self).contains(x, x0, tol)
+
+
+def _pieces(c: Constraint) -> tuple[Constraint, ...]:
+    return c.pieces if isinstance(c, Intersection) else (c,)
+
+
+@dataclass(frozen=True)
+class Ball(Constraint):
+    eps: float
+    p: float = 2
+
+    def __post_init__(self) -> None:
+        if not np.isfinite(self.eps) or self.eps < 0:
+            raise ConfigError(f"the budget eps must be a finite number >= 0, got {self.eps}")
+
+
+def L2Ball(eps: float) -> Ball:
+    """‖x − x0‖₂ ≤ ε."""
+    return Ball(eps, 2)
+
+
+def LinfBall(eps: float) -> Ball:
+    """‖x − x0‖∞ ≤ ε."""
+    return Ball(eps, float("inf"))
+
+
+def L1Ball(eps: float) -> Ball:
+    """‖x − x0‖₁ ≤ ε (on binary features: at most ε changed features)."""
+    return Ball(eps, 1)
+
+
+@dataclass(frozen=True, eq=False)
+class Box(Constraint):
+    """lb ⪯ x ⪯ ub; each bound a scalar or a per-feature array (None: unbounded)."""
+
+    lb: Any = None
+    ub: Any = None
+
+    def bounds(self, x0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        def as_bound(b: Any, fill: float) -> torch.Tensor:
+            t = torch.as_tensor(fill if b is None else b, dtype=x0.dtype, device=x0.device)
+            return t.expand_as(x0)
+
+        lb, ub = as_bound(self.lb, -float("inf")), as_bound(self.ub, float("inf"))
+        if bool((lb > ub).any()):
+            raise ConfigError("box lower bound exceeds upper bound")
+        return lb, ub
+
+
+@dataclass(frozen=True)
+class FeatureAdditionOnly(Constraint):
+    """x0 ⪯ x: features may only grow (the paper's malware setting: add features, never remove)."""
+
+
+@dataclass(frozen=True)
+class Binary(Constraint):
+    """x ∈ {0, 1}^d."""
+
+
+@dataclass(frozen=True, eq=False)
+class Mask(Constraint):
+    """Only features where ``mask`` is True may change; the others keep their x0 value."""
+
+    mask: Any
+
+
+class Intersection(Constraint):
+    """The intersection of pieces, with the exact projection described in the module docstring. At most one
+    ball; box-like pieces (Box, FeatureAdditionOnly, Mask) combine into per-sample bounds [L, U]."""
+
+    def __init__(self, *pieces: Constraint) -> None:
+        self.pieces = tuple(pieces)
+        balls = [c for c in pieces if isinstance(c, Ball)]
+        if len(balls) > 1:
+            raise ConfigError("at most one distance ball per domain")
+        self.ball = balls[0] if balls else None
+        self.binary = any(isinstance(c, Binary) for c in pieces)
+
+    def __repr__(self) -> str:
+        return " & ".join(repr(p) for p in self.pieces) or "Intersection()"
+
+    def bounds(self, x0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        lb = torch.full_like(x0, -float("inf"))
+        ub = torch.full_like(x0, float("inf"))
+        for c in self.pieces:
+            if isinstance(c, Box):
+                b_lo, b_hi = c.bounds(x0)
+                lb, ub = torch.maximum(lb, b_lo), torch.minimum(ub, b_hi)
+            elif isinstance(c, FeatureAdditionOnly):
+                lb = torch.maximum(lb, x0)
+            elif isinstance(c, Mask):
+                fixed = ~torch.as_tensor(np.asarray(c.mask), dtype=torch.bool, device=x0.device).expand_as(x0)
+                lb, ub = torch.where(fixed, x0, lb), torch.where(fixed, x0, ub)
+            elif isinstance(c, Binary):
+                lb, ub = torch.maximum(lb, torch.zeros_like(x0)), torch.minimum(ub, torch.ones_like(x0))
+        return lb, ub
+
+    def check_start(self, x0: torch.Tensor, tol: float = 1e-9) -> None:
+        """The attacked points must lie inside the box (else Φ(x0) may be empty)."""
+        lb, ub = self.bounds(x0)
+        if bool(((x0 < lb - tol) | (x0 > ub + tol)).any()):
+            raise ConfigError("attacked points lie outside the box [lb, ub]; rescale the data or widen the box")
+
+    def project(self, z: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        lb, ub = self.bounds(x0)
+        if self.binary:
+            return self._project_binary(z, x0, lb, ub)
+        if self.ball is None:
+            return torch.minimum(torch.maximum(z, lb), ub)
+        eps, p = self.ball.eps, self.ball.p
+        if p == float("inf"):
+            return torch.minimum(torch.maximum(z, torch.maximum(lb, x0 - eps)), torch.minimum(ub, x0 + eps))
+        delta = z - x0
+        if p == 2:
+            # where clip(z) already lies in the ball it is the projection; only the other rows need the exact solve
+            clipped = torch.minimum(torch.maximum(z, lb), ub)
+            outside = lp_norm(clipped - x0, 2) > eps
+            if bool(outside.any()):
+                clipped[outside] = _project_l2_box(z[outside], x0[outside], lb[outside], ub[outside], eps)
+            return clipped
+
+        def point(lam: torch.Tensor) -> torch.Tensor:
+            lam = lam.reshape(-1, *([1] * (z.dim() - 1)))
+            step = delta.sign() * (delta.abs() - lam).clamp_min(0)
+            return torch.minimum(torch.maximum(x0 + step, lb), ub)
+
+        x = point(torch.zeros(z.shape[0], dtype=z.dtype, device=z.device))
+        outside = lp_norm(x - x0, p) > eps
+        if not bool(outside.any()):
+            return x
+        # bracket λ of the ℓ1 soft threshold: λ = max|δ| gives x = x0, always feasible
+        hi = delta.reshape(z.shape[0], -1).abs().amax(1)
+        lo = torch.zeros_like(hi)
+        for _ in range(BISECTION_STEPS):
+            mid = (lo + hi) / 2
+            feasible = lp_norm(point(mid) - x0, p) <= eps
+            hi = torch.where(feasible, mid, hi)
+            lo = torch.where(feasible, lo, mid)
+        projected = point(hi)
+        mask = outside.reshape(-1, *([1] * (z.dim() - 1)))
+        return torch.where(mask, projected, x)
+
+    def _project_binary(self, z: torch.Tensor, x0: torch.Tensor, lb: torch.Tensor, ub: torch.Tensor) -> torch.Tensor:
+        x0b = x0.round()
+        rounded = torch.minimum(torch.maximum((z >= 0.5).to(z.dtype), lb.ceil()), ub.floor())
+        if self.ball is None:
+            return rounded
+        if self.ball.p != 1:
+            raise ConfigError("binary features go with an l1 (Hamming) budget: use norm=1")
+        k = int(np.floor(self.ball.eps + 1e-9))
+        flips = (rounded != x0b).reshape(z.shape[0], -1)
+        gain = torch.where(flips, (z - x0b).abs().reshape(z.shape[0], -1), torch.zeros_like(flips, dtype=z.dtype))
+        if k >= flips.shape[1]:
+            return rounded
+        kth = gain.topk(k + 1, dim=1).values[:, k:k + 1] if k >= 0 else gain.new_zeros(gain.shape[0], 1)
+        # keep flips whose gain beats the (k+1)-th largest; ties broken by position so exactly <= k flips remain
+        keep = flips & (gain > kth)
+        ties = flips & (gain == kth) & (kth > 0)
+        room = k - keep.sum(1, keepdim=True)
+        keep |= ties & (ties.cumsum(1) <= room)
+        return torch.where(keep.reshape(z.shape), rounded, x0b)
+
+    def contains(self, x: torch.Tensor, x0: torch.Tensor, tol: float = 1e-6) -> torch.Tensor:
+        lb, ub = self.bounds(x0)
+        flat = lambda t: t.reshape(t.shape[0], -1)  # noqa: E731
+        ok = ((flat(x) >= flat(lb) - tol) & (flat(x) <= flat(ub) + tol)).all(1)
+        if self.ball is not None:
+            ok &= lp_norm(x - x0, self.ball.p) <= self.ball.eps * (1 + tol) + tol
+        if self.binary:
+            ok &= ((flat(x) == 0) | (flat(x) == 1)).all(1)
+        return ok
+
+
+def _project_l2_box(z: torch.Tensor, x0: torch.Tensor, lb: torch.Tensor, ub: torch.Tensor, eps: float) -> torch.Tensor:
+    """Exact Euclidean projection onto {‖x − x0‖₂ ≤ ε} ∩ [lb, ub] for each row (x0 inside the box).
+
+    With δ = z − x0, a_i = |δ_i| and c_i the room to the bound in the direction of δ_i, coordinate i contributes
+    min(t a_i, c_i)² to ‖x(t) − x0‖², saturating at t_i = c_i / a_i. With the breakpoints sorted,
+    Φ(t_k) = Σ_{m≤k} c_m² + t_k² Σ_{m>k} a_m² increases with k; in the first segment where Φ reaches ε²,
+    t* = sqrt((ε² − Σ_{saturated} c²) / Σ_{free} a²).
+    """
+    shape = z.shape
+    delta, x0f = (z - x0).reshape(shape[0], -1), x0.reshape(shape[0], -1)
+    lo, hi = (lb - x0).reshape(shape[0], -1), (ub - x0).reshape(shape[0], -1)
+    a = delta.abs()
+    room = torch.where(delta >= 0, hi, -lo).clamp_min(0)
+    free = a > 0
+    t_break = torch.where(free, room / torch.where(free, a, torch.ones_like(a)), torch.full_like(a, float("inf")))
+    order = t_break.argsort(dim=1)
+    t_sorted, a2, c2 = t_break.gather(1, order), a.gather(1, order) ** 2, room.gather(1, order).clamp_max(
+        torch.finfo(z.dtype).max ** 0.5 / 2) ** 2
+    saturated_sum = c2.cumsum(1)                                   # Σ_{m≤k} c_m²
+    suffix = a2.flip(1).cumsum(1).flip(1)                          # Σ_{m≥k} a_m², without cancellation
+    free_sum = torch.cat([suffix[:, 1:], torch.zeros_like(suffix[:, :1])], 1)  # Σ_{m>k} a_m²
+    finite_t = torch.where(torch.isfinite(t_sorted), t_sorted, torch.zeros_like(t_sorted))
+    phi = torch.where(torch.isfinite(t_sorted), saturated_sum + finite_t ** 2 * free_sum,
+                      torch.full_like(t_sorted, float("inf")))
+    k = (phi < eps ** 2).sum(1, keepdim=True)                      # first breakpoint with Φ ≥ ε²
+    prev_sat = torch.where(k > 0, saturated_sum.gather(1, (k - 1).clamp_min(0)), torch.zeros_like(k, dtype=z.dtype))
+    prev_free = torch.where(k > 0, free_sum.gather(1, (k - 1).clamp_min(0)), suffix[:, :1])
+    t = ((eps ** 2 - prev_sat).clamp_min(0) / prev_free.clamp_min(torch.finfo(z.dtype).tiny)).sqrt()
+    t = t.clamp_max(1.0)
+    step = torch.minimum(torch.maximum(t * delta, lo), hi)
+    # a tiny rescale guards the ball against rounding in the last bit
+    norm = step.norm(dim=1, keepdim=True)
+    step = torch.where(norm > eps, step * (eps / norm.clamp_min(torch.finfo(z.dtype).tiny)), step)
+    return (x0f + step).reshape(shape)

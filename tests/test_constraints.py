@@ -1,0 +1,118 @@
+import numpy as np
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from transferlab.attacks import Binary, Box, FeatureAdditionOnly, L1Ball, L2Ball, LinfBall, Mask
+
+D = 6
+floats = st.floats(-3, 3, allow_nan=False, width=64)
+
+
+def batch(draw_rows):
+    return arrays(np.float64, (draw_rows, D), elements=floats)
+
+
+@st.composite
+def problem(draw):
+    n = draw(st.integers(1, 5))
+    x0 = draw(arrays(np.float64, (n, D), elements=st.floats(0, 1, width=64)))
+    z = draw(arrays(np.float64, (n, D), elements=floats))
+    eps = draw(st.floats(0, 3, width=64))
+    return torch.as_tensor(z), torch.as_tensor(x0), eps
+
+
+def domains(eps):
+    mask = np.array([True, False, True, True, False, True])
+    return [
+        L2Ball(eps), LinfBall(eps), L1Ball(eps), Box(0, 1),
+        L2Ball(eps) & Box(0, 1), LinfBall(eps) & Box(0, 1), L1Ball(eps) & Box(0, 1),
+        L2Ball(eps) & Box(np.full(D, 0.0), np.linspace(0.5, 1, D) + 0.5),
+        L2Ball(eps) & Box(0, 1) & FeatureAdditionOnly(), L1Ball(eps) & Box(0, 1) & Mask(mask),
+        LinfBall(eps) & Box(0, 1) & FeatureAdditionOnly() & Mask(mask),
+    ]
+
+
+@settings(max_examples=150, deadline=None)
+@given(problem())
+def test_projection_lands_inside_is_idempotent_and_keeps_interior_points(data):
+    z, x0, eps = data
+    for domain in domains(eps):
+        x = domain.project(z, x0)
+        assert bool(domain.contains(x, x0, tol=1e-9).all()), domain
+        again = domain.project(x, x0)
+        torch.testing.assert_close(again, x, rtol=0, atol=1e-9)
+        inside = domain.contains(z, x0, tol=0)
+        torch.testing.assert_close(x[inside], z[inside], rtol=0, atol=1e-12)
+
+
+@settings(max_examples=150, deadline=None)
+@given(problem())
+def test_linf_box_projection_is_the_closed_form(data):
+    z, x0, eps = data
+    expected = np.clip(z.numpy(), np.maximum(0, x0.numpy() - eps), np.minimum(1, x0.numpy() + eps))
+    np.testing.assert_allclose((LinfBall(eps) & Box(0, 1)).project(z, x0).numpy(), expected)
+
+
+def _brute_force_projection(z, x0, eps, p, lb=0.0, ub=1.0):
+    """Projection onto ball ∩ box of one row by scipy's constrained solver (a slow, independent reference)."""
+    from scipy.optimize import minimize
+
+    cons = [{"type": "ineq", "fun": lambda x: eps ** 2 - np.sum((x - x0) ** 2)}] if p == 2 else \
+        [{"type": "ineq", "fun": lambda x: eps - np.sum(np.abs(x - x0))}]
+    start = x0.copy()
+    res = minimize(lambda x: 0.5 * np.sum((x - z) ** 2), start, jac=lambda x: x - z, bounds=[(lb, ub)] * len(z),
+                   constraints=cons, method="SLSQP", options={"ftol": 1e-14, "maxiter": 500})
+    return res.x
+
+
+@settings(max_examples=40, deadline=None)
+@given(problem())
+def test_l2_box_projection_is_the_euclidean_projection(data):
+    z, x0, eps = data
+    x = (L2Ball(eps) & Box(0, 1)).project(z, x0).numpy()
+    for i in range(z.shape[0]):
+        ref = _brute_force_projection(z[i].numpy(), x0[i].numpy(), eps, 2)
+        # ours is feasible, so it is optimal iff it is at least as close to z as the reference (whose own slight
+        # infeasibility v allows a feasible point within v of it)
+        v = max(0.0, np.linalg.norm(ref - x0[i].numpy()) - eps)
+        assert np.linalg.norm(x[i] - z[i].numpy()) <= np.linalg.norm(ref - z[i].numpy()) + v + 1e-6
+
+
+@settings(max_examples=40, deadline=None)
+@given(problem())
+def test_l1_box_projection_is_the_euclidean_projection(data):
+    z, x0, eps = data
+    x = (L1Ball(eps) & Box(0, 1)).project(z, x0).numpy()
+    for i in range(z.shape[0]):
+        ref = _brute_force_projection(z[i].numpy(), x0[i].numpy(), eps, 1)
+        v = max(0.0, np.abs(ref - x0[i].numpy()).sum() - eps)
+        assert np.linalg.norm(x[i] - z[i].numpy()) <= np.linalg.norm(ref - z[i].numpy()) + v + 1e-5
+
+
+@settings(max_examples=100, deadline=None)
+@given(problem())
+def test_batch_equals_rows_one_at_a_time(data):
+    z, x0, eps = data
+    for domain in domains(eps):
+        whole = domain.project(z, x0)
+        rows = torch.cat([domain.project(z[i:i + 1], x0[i:i + 1]) for i in range(z.shape[0])])
+        torch.testing.assert_close(whole, rows, rtol=0, atol=1e-12)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(1, 4), st.integers(0, 6), st.data())
+def test_binary_feature_addition_projection(n, k, data):
+    x0 = torch.as_tensor(data.draw(arrays(np.float64, (n, D), elements=st.sampled_from([0.0, 1.0]))))
+    z = torch.as_tensor(data.draw(arrays(np.float64, (n, D), elements=floats)))
+    domain = L1Ball(k) & Box(0, 1) & FeatureAdditionOnly() & Binary()
+    x = domain.project(z, x0)
+    assert bool(domain.contains(x, x0, tol=0).all())
+    assert bool((x >= x0).all()) and bool(((x - x0).sum(1) <= k).all())
+    # exact: no feasible binary point is closer to z (brute force over all 2^D points)
+    grid = torch.as_tensor(np.array(np.meshgrid(*[[0.0, 1.0]] * D)).reshape(D, -1).T)
+    for i in range(n):
+        feasible = grid[domain.contains(grid, x0[i].expand_as(grid), tol=0)]
+        best = ((feasible - z[i]) ** 2).sum(1).min()
+        assert float(((x[i] - z[i]) ** 2).sum()) <= float(best) + 1e-9
