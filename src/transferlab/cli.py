@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 from enum import Enum
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -60,6 +61,62 @@ def list_(what: Listable = typer.Argument(..., help="models or datasets")) -> No
         for name, text in DATASETS.items():
             table.add_row(name, text)
     console.print(table)
+
+
+@app.command()
+def run(
+    config: str = typer.Argument(..., help="A preset name (see `transferlab presets`) or a YAML config file."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default: runs/<config name>)."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Local worker processes."),
+    data: Optional[str] = typer.Option(None, "--data", help="Dataset path (e.g. the full MNIST folder)."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda."),
+    executor: Optional[str] = typer.Option(None, "--executor", help="inline, processes or dask."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Dask scheduler address (implies dask)."),
+    force: bool = typer.Option(False, "--force", help="Discard a run of a different config in --out."),
+) -> None:
+    """Run (or resume) an experiment and write its report."""
+    from transferlab.experiments.config import load_config
+    from transferlab.experiments.runner import run_experiment
+
+    cfg = load_config(config, data_path=data, device=device)
+    report = run_experiment(cfg, out or Path("runs") / cfg.name, workers=workers, executor=executor,
+                            scheduler=scheduler, force=force)
+    console.print(f"report: {report}")
+
+
+@app.command()
+def report(run_dir: Path = typer.Argument(..., help="A run folder.")) -> None:
+    """Rebuild tables, figures and report.html of a run folder from its store alone."""
+    from transferlab.report import build_report
+
+    console.print(f"report: {build_report(run_dir)}")
+
+
+@app.command()
+def presets() -> None:
+    """List the experiment presets shipped with transferlab."""
+    import yaml
+
+    from transferlab.experiments.config import preset_names, preset_text
+
+    table = Table("preset", "description")
+    for name in preset_names():
+        first = next(line for line in preset_text(name).splitlines() if line.startswith("#"))
+        table.add_row(name, first.lstrip("# "))
+        yaml.safe_load(preset_text(name))
+    console.print(table)
+
+
+config_app = typer.Typer(help="Show experiment configs.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("show")
+def config_show(preset: str = typer.Argument(..., help="Preset name.")) -> None:
+    """Print a preset's YAML, to copy and edit."""
+    from transferlab.experiments.config import preset_text
+
+    print(preset_text(preset), end="")
 
 
 def main() -> None:

@@ -1,0 +1,1 @@
+"""Experiments: config schema and presets, planner, executors, results store."""

@@ -1,0 +1,174 @@
+"""Experiment configuration: a YAML file validated by pydantic, and the presets shipped with the package.
+
+Every error names the bad field, e.g. ``config field 'attack.eps.2': Input should be greater than or equal to 0``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from transferlab.errors import ConfigError
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DatasetConfig(Strict):
+    name: str = "mnist89"
+    path: Optional[str] = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class SplitConfig(Strict):
+    n_target: int = Field(gt=0)
+    n_surrogate: int = Field(gt=0)
+    n_test: int = Field(gt=0)
+    n_validation: int = Field(default=0, ge=0)
+
+
+class AttackConfig(Strict):
+    """The evasion attack: ``kind`` (pgd_line_search, pgd, fgsm, mifgsm), ``norm``, the budgets ``eps``, the box,
+    and solver settings passed to the attack (e.g. max_iter, tol, double_init)."""
+
+    kind: Literal["pgd_line_search", "pgd", "fgsm", "mifgsm"] = "pgd_line_search"
+    norm: Literal["1", "2", "inf"] = "2"
+    eps: list[float] = Field(min_length=1)
+    lb: Optional[float] = 0.0
+    ub: Optional[float] = 1.0
+    loss: Literal["margin", "cross_entropy"] = "margin"
+    solver: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("norm", mode="before")
+    @classmethod
+    def _norm_as_text(cls, value: Any) -> Any:
+        return str(value).lower().replace("linf", "inf").replace("l", "") if value is not None else value
+
+    @field_validator("eps")
+    @classmethod
+    def _eps_non_negative(cls, value: list[float]) -> list[float]:
+        for e in value:
+            if not (e >= 0) or e == float("inf"):
+                raise ValueError(f"every budget must be a finite number >= 0 (got {e})")
+        return sorted(set(value))
+
+
+class VarianceConfig(Strict):
+    """V (Eq. 19): the variance of the surrogate's loss over ``n_surrogates`` surrogates trained on resampled
+    surrogate data (bootstrap draws at fraction 1, other random subsets at smaller fractions)."""
+
+    n_surrogates: int = Field(default=3, ge=2)
+
+
+class SweepConfig(Strict):
+    """The paper's Fig. 3: white-box error and S of the MLP target as its weight decay grows, at budget ``eps``."""
+
+    weight_decays: list[float] = Field(min_length=2)
+    eps: float = Field(default=0.3, gt=0)
+
+
+class ExperimentConfig(Strict):
+    name: str = "experiment"
+    kind: Literal["evasion"] = "evasion"
+    dataset: DatasetConfig = Field(default_factory=DatasetConfig)
+    split: SplitConfig
+    repetitions: int = Field(default=1, ge=1)
+    surrogate_fractions: list[float] = Field(default=[1.0], min_length=1)
+    surrogates: list[str] = Field(min_length=1)
+    targets: list[str] = Field(min_length=1)
+    white_box: bool = True
+    model_overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    attack: AttackConfig
+    variance: VarianceConfig = Field(default_factory=VarianceConfig)
+    nn_sweep: Optional[SweepConfig] = None
+    keep_points: bool = True
+    seed: int = 0
+    device: Literal["cpu", "cuda"] = "cpu"
+
+    @field_validator("surrogate_fractions")
+    @classmethod
+    def _fractions(cls, value: list[float]) -> list[float]:
+        for f in value:
+            if not 0 < f <= 1:
+                raise ValueError(f"fractions must be in (0, 1], got {f}")
+        return sorted(set(value), reverse=True)
+
+    @model_validator(mode="after")
+    def _known_models(self) -> ExperimentConfig:
+        from transferlab.models import MODELS
+
+        for field_name in ("surrogates", "targets"):
+            for name in getattr(self, field_name):
+                if name not in MODELS:
+                    raise ValueError(f"{field_name}: unknown model {name!r}; choose from {', '.join(MODELS)}")
+        for name in self.surrogates:
+            if MODELS[name].factory.differentiable is False:
+                raise ValueError(f"surrogates: {name!r} has no input gradient and cannot craft attacks; use it as a "
+                                 "target only")
+        for name in self.model_overrides:
+            if name not in MODELS:
+                raise ValueError(f"model_overrides: unknown model {name!r}")
+        return self
+
+    def identity_hash(self) -> str:
+        """Hash of everything that changes results (not the data folder's location)."""
+        data = self.model_dump(mode="json")
+        data["dataset"].pop("path", None)
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _format_validation_error(exc: ValidationError, source: str) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    message = first["msg"].removeprefix("Value error, ")
+    more = f" (and {len(exc.errors()) - 1} more problem(s))" if len(exc.errors()) > 1 else ""
+    return f"{source}: config field '{where}': {message}{more}"
+
+
+def parse_config(data: Any, source: str = "config") -> ExperimentConfig:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: a config is a YAML mapping of fields (name, dataset, split, ...)")
+    try:
+        return ExperimentConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, source)) from None
+
+
+def preset_names() -> list[str]:
+    folder = resources.files("transferlab").joinpath("presets")
+    return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def preset_text(name: str) -> str:
+    if name not in preset_names():
+        raise ConfigError(f"unknown preset {name!r}; presets are {', '.join(preset_names())} "
+                          "(or give the path of a YAML config)")
+    return resources.files("transferlab").joinpath(f"presets/{name}.yaml").read_text()
+
+
+def load_config(preset_or_path: str, data_path: str | None = None, device: str | None = None) -> ExperimentConfig:
+    """A preset name or a YAML file; ``data_path`` and ``device`` override the config's dataset path and device."""
+    path = Path(preset_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        text, source = path.read_text(), str(path)
+    else:
+        text, source = preset_text(preset_or_path), f"preset {preset_or_path}"
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if isinstance(data, dict):
+        if data_path is not None:
+            data.setdefault("dataset", {})["path"] = data_path
+        if device is not None:
+            data["device"] = device
+    return parse_config(data, source)

@@ -1,0 +1,114 @@
+"""Report: tidy CSV tables, PNG figures and a self-contained ``report.html``, rebuilt from the store alone."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from transferlab.errors import ConfigError
+from transferlab.experiments.store import Store
+from transferlab.report import figures
+from transferlab.report.tables import (CORRELATION_COLUMNS, METRIC_COLUMNS, RESULT_COLUMNS, correlations, sort_rows,
+                                       transfer_pairs, write_csv)
+
+
+def build_report(run_dir: str | Path) -> Path:
+    """Write results.csv, metrics.csv, correlations.csv, figures/*.png and report.html into ``run_dir``."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "store.sqlite").is_file():
+        raise ConfigError(f"{run_dir} holds no transferlab run (store.sqlite is missing); run `transferlab run` first")
+    store = Store(run_dir / "store.sqlite")
+    try:
+        config = yaml.safe_load(store.meta("config_yaml") or "{}")
+        results = sort_rows(store.table("results"), ["setting", "repetition", "surrogate", "fraction", "target",
+                                                     "budget"])
+        metric_rows = sort_rows(store.table("metrics"), ["setting", "repetition", "surrogate", "fraction", "target"])
+        sweep = sort_rows(store.table("sweep"), ["repetition", "weight_decay"])
+        cells = store.table("cells")
+        versions = json.loads(store.meta("versions") or "{}")
+        last_run = json.loads(store.meta("last_run") or "{}")
+    finally:
+        store.close()
+    write_csv(run_dir / "results.csv", results, RESULT_COLUMNS)
+    write_csv(run_dir / "metrics.csv", metric_rows, METRIC_COLUMNS)
+    pairs = transfer_pairs(results, metric_rows)
+    corr = correlations(pairs)
+    write_csv(run_dir / "correlations.csv", corr, CORRELATION_COLUMNS)
+
+    fig_dir = run_dir / "figures"
+    fig_dir.mkdir(exist_ok=True)
+    made: list[tuple[str, Path]] = []
+    surrogates, targets = config.get("surrogates", []), config.get("targets", [])
+    fractions = config.get("surrogate_fractions", [1.0])
+    budgets = sorted({r["budget"] for r in results if r["budget"] > 0})
+    if any(r["setting"] == "white-box" for r in results):
+        made.append(("White-box security evaluation curves (paper Fig. 5)",
+                     figures.security_curves(results, targets, fig_dir / "security_curves.png")))
+    for budget in budgets:
+        made.append((f"Transfer matrix at ε = {budget:g} (paper Fig. 6; diagonal: white-box)",
+                     figures.transfer_matrices(results, surrogates, targets, fractions, budget,
+                                               fig_dir / f"transfer_matrix_eps{budget:g}.png")))
+    if pairs and budgets:
+        budget = _most_informative_budget(pairs, budgets)
+        made.append((f"Transfer rate vs S, R, V at ε = {budget:g}",
+                     figures.metric_scatter(pairs, budget, fig_dir / "metrics_vs_transfer.png")))
+    if sweep:
+        made.append(("MLP weight-decay sweep (paper Fig. 3)", figures.weight_decay_sweep(sweep, fig_dir /
+                                                                                         "nn_weight_decay.png")))
+    path = run_dir / "report.html"
+    tmp = path.with_suffix(".html.tmp")
+    tmp.write_text(_html(config, versions, last_run, cells, corr, made, results))
+    tmp.replace(path)
+    return path
+
+
+def _most_informative_budget(pairs: list[dict], budgets: list[float]) -> float:
+    """The budget whose mean transfer rate is closest to 0.5 (the scatter plots spread most there)."""
+    means = {b: np.mean([p["error"] for p in pairs if p["budget"] == b]) for b in budgets}
+    return min(budgets, key=lambda b: abs(means[b] - 0.5))
+
+
+def _table(rows: list[dict], columns: list[str]) -> str:
+    def cell(v) -> str:
+        if isinstance(v, float):
+            return "" if not np.isfinite(v) else f"{v:.3g}"
+        return html.escape(str(v))
+
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{cell(r.get(c))}</td>" for c in columns) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _html(config: dict, versions: dict, last_run: dict, cells: list[dict], corr: list[dict],
+          made: list[tuple[str, Path]], results: list[dict]) -> str:
+    stage_time: dict[str, float] = {}
+    for c in cells:
+        stage_time[c["stage"]] = stage_time.get(c["stage"], 0.0) + c["seconds"]
+    timing_rows = [{"stage": s, "cells": sum(c["stage"] == s for c in cells), "compute seconds": t}
+                   for s, t in stage_time.items()]
+    images = "".join(
+        f"<h3>{html.escape(title)}</h3><img alt='{html.escape(title)}' src='data:image/png;base64,"
+        f"{base64.b64encode(p.read_bytes()).decode()}'/>" for title, p in made)
+    clean = [r for r in results if r["setting"] == "white-box" and r["budget"] == 0]
+    wall = f"{last_run.get('seconds', float('nan')):.1f} s wall time in the last run" if last_run else ""
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>transferlab report: {html.escape(
+        str(config.get('name', '')))}</title>
+<style>body{{font-family:sans-serif;max-width:1200px;margin:2em auto;color:#222}}img{{max-width:100%}}
+table{{border-collapse:collapse;font-size:12px}}td,th{{border:1px solid #ccc;padding:2px 6px;text-align:right}}
+pre{{background:#f6f6f6;padding:1em;font-size:12px}}</style></head><body>
+<h1>transferlab report — {html.escape(str(config.get('name', '')))}</h1>
+<p>Transferability of evasion attacks after Demontis et al., <i>Why Do Adversarial Attacks Transfer?</i> (USENIX
+Security 2019). Errors are averaged over {config.get('repetitions', '?')} repetition(s); {len(clean)} white-box
+clean-error entries. {wall}.</p>
+<h2>Figures</h2>{images}
+<h2>Correlation of transfer rate with S, R, V (paper Table 1)</h2>
+{_table(corr, ['budget', 'metric', 'n_pairs', 'pearson_r', 'pearson_p', 'kendall_tau', 'kendall_p'])}
+<h2>Timings</h2>{_table(timing_rows, ['stage', 'cells', 'compute seconds'])}
+<h2>Config</h2><pre>{html.escape(yaml.safe_dump(config, sort_keys=False))}</pre>
+<h2>Versions</h2><pre>{html.escape(json.dumps(versions, indent=2))}</pre>
+<p>Tables: results.csv, metrics.csv, correlations.csv next to this file.</p></body></html>"""
