@@ -14,7 +14,7 @@ $(BIN)/.installed: pyproject.toml constraints.txt
 install: $(BIN)/.installed
 
 demo: $(BIN)/.installed
-	$(BIN)/transferlab run mnist89-evasion-quick --out runs/demo
+	$(BIN)/transferlab run mnist89-evasion-quick --out runs/demo --workers 2
 
 test: $(BIN)/.installed
 	$(BIN)/pytest -q -n 2

@@ -1,7 +1,7 @@
 """Throughput and error under attack of PGDLineSearch (the paper's Algorithm 1) on MNIST89, per paper model.
 
     python bench/evasion.py                          # embedded MNIST89 (500 train, 500 attacked points)
-    python bench/evasion.py --data ../shared/data/mnist  # full MNIST89 (5,900 train, 2,000 attacked points)
+    python bench/evasion.py --data ../shared/data/mnist  # full MNIST89 (5,900 train, 1,000 attacked points)
     python bench/evasion.py --device cuda --models svm_rbf_h,nn_h
 
 Prints, per model and ε: points attacked per second (all points batched) and the white-box error under attack.
@@ -27,7 +27,7 @@ def main() -> None:
     parser.add_argument("--data", help="folder with the full MNIST (IDX files or mnist.npz)")
     parser.add_argument("--models", default=",".join(PAPER_MODELS))
     parser.add_argument("--eps", default="0.5,1,2,5")
-    parser.add_argument("--n-attack", type=int, default=None, help="points attacked (default 500 / 2000)")
+    parser.add_argument("--n-attack", type=int, default=None, help="points attacked (default 500 / 1000)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     args = parser.parse_args()
@@ -35,7 +35,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     full = args.data is not None
     data = datasets.load("mnist89", path=args.data) if full else datasets.load("mnist89")
-    n_train, n_attack = (5900, args.n_attack or 2000) if full else (400, args.n_attack or 500)
+    n_train, n_attack = (5900, args.n_attack or 1000) if full else (400, args.n_attack or 500)
     split = datasets.split(data, n_target=n_train, n_surrogate=50,
                            n_test=n_attack, seed=0)
     eps_list = [float(e) for e in args.eps.split(",")]

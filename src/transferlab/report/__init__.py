@@ -107,7 +107,9 @@ Security 2019). Errors are averaged over {config.get('repetitions', '?')} repeti
 clean-error entries. {wall}.</p>
 <h2>Figures</h2>{images}
 <h2>Correlation of transfer rate with S, R, V (paper Table 1)</h2>
-{_table(corr, ['budget', 'metric', 'n_pairs', 'pearson_r', 'pearson_p', 'kendall_tau', 'kendall_p'])}
+<p>Pooled over all surrogate–target pairs at each budget (per-target rows are in correlations.csv).</p>
+{_table([c for c in corr if c['target'] == 'all'], ['budget', 'metric', 'n_pairs', 'pearson_r', 'pearson_p',
+                                                   'kendall_tau', 'kendall_p'])}
 <h2>Timings</h2>{_table(timing_rows, ['stage', 'cells', 'compute seconds'])}
 <h2>Config</h2><pre>{html.escape(yaml.safe_dump(config, sort_keys=False))}</pre>
 <h2>Versions</h2><pre>{html.escape(json.dumps(versions, indent=2))}</pre>

@@ -13,7 +13,7 @@ from transferlab import metrics
 
 RESULT_COLUMNS = ["attack", "repetition", "surrogate", "fraction", "target", "setting", "budget", "error", "n_points"]
 METRIC_COLUMNS = ["attack", "repetition", "surrogate", "fraction", "target", "setting", "S", "R", "V"]
-CORRELATION_COLUMNS = ["attack", "budget", "metric", "n_pairs", "pearson_r", "pearson_p", "kendall_tau", "kendall_p"]
+CORRELATION_COLUMNS = ["attack", "budget", "target", "metric", "n_pairs", "pearson_r", "pearson_p", "kendall_tau", "kendall_p"]
 
 
 def write_csv(path: Path, rows: Iterable[dict[str, Any]], columns: list[str]) -> None:
@@ -58,13 +58,18 @@ def transfer_pairs(results: list[dict], metric_rows: list[dict]) -> list[dict[st
 
 def correlations(pairs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The paper's Table 1: for each budget, Pearson and Kendall correlation of each metric with the transfer rate
-    across surrogate–target pairs (both surrogate fractions)."""
+    across surrogate–target pairs (both surrogate fractions). ``target == "all"`` pools every pair; a row per target
+    correlates across surrogates only (R is a pairwise quantity: the paper compares it across surrogates)."""
     rows = []
     for budget in sorted({p["budget"] for p in pairs}):
         if budget == 0:
             continue
         at = [p for p in pairs if p["budget"] == budget]
-        for name in ("S", "R", "V"):
-            stats = metrics.correlation([p[name] for p in at], [p["error"] for p in at])
-            rows.append({"attack": "evasion", "budget": budget, "metric": name, **stats})
+        groups = [("all", at)] + [(t, [p for p in at if p["target"] == t]) for t in sorted({p["target"] for p in at})]
+        for target, group in groups:
+            for name in ("S", "R", "V"):
+                if target != "all" and name == "S":
+                    continue  # S is a property of the target: constant within a target
+                stats = metrics.correlation([p[name] for p in group], [p["error"] for p in group])
+                rows.append({"attack": "evasion", "budget": budget, "target": target, "metric": name, **stats})
     return rows

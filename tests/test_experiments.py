@@ -1,0 +1,214 @@
+import csv
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from transferlab import attacks, models
+from transferlab.experiments.config import load_config, parse_config, preset_names
+from transferlab.experiments.runner import run_experiment
+
+TINY = {
+    "name": "tiny",
+    "dataset": {"name": "mnist89"},
+    "split": {"n_target": 80, "n_surrogate": 80, "n_test": 20},
+    "repetitions": 2,
+    "surrogate_fractions": [1.0, 0.5],
+    "surrogates": ["logistic_l", "svm_rbf_h", "nn_l"],
+    "targets": ["logistic_l", "svm_rbf_h", "nn_l", "rf_l"],
+    "model_overrides": {"nn_l": {"epochs": 3}, "nn_h": {"epochs": 3}},
+    "attack": {"norm": 2, "eps": [0, 1, 2], "solver": {"max_iter": 15}},
+    "variance": {"n_surrogates": 2},
+    "nn_sweep": {"weight_decays": [0.0, 0.1], "eps": 1.0},
+}
+
+
+def write_config(tmp_path, **changes):
+    data = {**TINY, **changes}
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def read_csv(path):
+    with open(path) as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    run_experiment(parse_config(TINY), out, show_progress=False)
+    return out
+
+
+def test_tiny_run_produces_every_output(tiny_run):
+    for name in ("results.csv", "metrics.csv", "correlations.csv", "report.html", "config.yaml", "store.sqlite",
+                 "figures/security_curves.png", "figures/transfer_matrix_eps1.png", "figures/transfer_matrix_eps2.png",
+                 "figures/metrics_vs_transfer.png", "figures/nn_weight_decay.png"):
+        assert (tiny_run / name).is_file(), name
+    results = read_csv(tiny_run / "results.csv")
+    assert list(results[0]) == ["attack", "repetition", "surrogate", "fraction", "target", "setting", "budget",
+                                "error", "n_points"]
+    transfer = [r for r in results if r["setting"] == "transfer"]
+    assert len(transfer) == 2 * 3 * 2 * 4 * 3  # reps × surrogates × fractions × targets × budgets
+    white = [r for r in results if r["setting"] == "white-box"]
+    assert {r["target"] for r in white} == {"logistic_l", "svm_rbf_h", "nn_l"}  # the forest has no white-box attack
+    html = (tiny_run / "report.html").read_text()
+    assert html.count("data:image/png;base64") == 5 and "Correlation" in html
+    metric_rows = read_csv(tiny_run / "metrics.csv")
+    assert list(metric_rows[0]) == ["attack", "repetition", "surrogate", "fraction", "target", "setting", "S", "R", "V"]
+    corr = read_csv(tiny_run / "correlations.csv")
+    assert {r["metric"] for r in corr} == {"S", "R", "V"}
+
+
+def test_white_box_diagonal_equals_the_security_curve_and_self_alignment_is_one(tiny_run):
+    config = parse_config(TINY)
+    from transferlab.experiments import cells
+
+    split = cells._split(str(tiny_run), 1)
+    model = models.load(tiny_run / "models/r1/target/svm_rbf_h")
+    attack = cells.make_attack(config, 1.0)
+    curve = attacks.security_curve(attack, model, split.test.X, split.test.y, eps=config.attack.eps)
+    rows = [r for r in read_csv(tiny_run / "results.csv") if r["setting"] == "white-box" and r["target"] == "svm_rbf_h"
+            and r["repetition"] == "1"]
+    assert [float(r["error"]) for r in sorted(rows, key=lambda r: float(r["budget"]))] == curve.error
+    white_metrics = [r for r in read_csv(tiny_run / "metrics.csv") if r["setting"] == "white-box"]
+    assert all(abs(float(r["R"]) - 1.0) < 1e-9 for r in white_metrics)
+
+
+def test_metrics_are_finite_where_defined(tiny_run):
+    for r in read_csv(tiny_run / "metrics.csv"):
+        if r["setting"] != "transfer":
+            continue
+        assert float(r["V"]) >= 0
+        if r["target"] == "rf_l":
+            assert r["S"] == "" and r["R"] == ""  # undefined for a forest: left empty
+        else:
+            assert float(r["S"]) > 0 and -1 <= float(r["R"]) <= 1
+
+
+def test_report_rebuilds_from_the_store_alone(tiny_run, tmp_path):
+    import shutil
+
+    from transferlab.report import build_report
+
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    shutil.copy(tiny_run / "store.sqlite", copy / "store.sqlite")
+    build_report(copy)
+    assert read_csv(copy / "results.csv") == read_csv(tiny_run / "results.csv")
+    assert (copy / "figures/transfer_matrix_eps2.png").is_file()
+
+
+def test_worker_count_does_not_change_results(tiny_run, tmp_path):
+    run_experiment(parse_config(TINY), tmp_path / "two", workers=2, show_progress=False)
+    for table in ("results.csv", "metrics.csv", "correlations.csv"):
+        assert read_csv(tmp_path / "two" / table) == read_csv(tiny_run / table), table
+
+
+def _cli(*args, **kwargs):
+    return subprocess.run([sys.executable, "-m", "transferlab.cli", *args], capture_output=True, text=True,
+                          timeout=600, **kwargs)
+
+
+def test_killed_run_resumes_with_nothing_lost_or_duplicated(tiny_run, tmp_path):
+    config = write_config(tmp_path)
+    out = tmp_path / "killed"
+    process = subprocess.Popen([sys.executable, "-m", "transferlab.cli", "run", str(config), "--out", str(out)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    done = 0
+    while time.time() < deadline and process.poll() is None:
+        if (out / "store.sqlite").exists():
+            try:
+                with sqlite3.connect(out / "store.sqlite", timeout=1) as db:
+                    done = db.execute("SELECT COUNT(*) FROM cells WHERE stage='craft'").fetchone()[0]
+            except sqlite3.OperationalError:
+                done = 0
+            if done >= 3:
+                break
+        time.sleep(0.05)
+    assert process.poll() is None, "the run finished before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (out / "results.csv").exists()
+    resumed = _cli("run", str(config), "--out", str(out))
+    assert resumed.returncode == 0, resumed.stderr
+    for table in ("results.csv", "metrics.csv"):
+        assert read_csv(out / table) == read_csv(tiny_run / table), table
+    with sqlite3.connect(out / "store.sqlite") as db:
+        assert db.execute("SELECT COUNT(*) FROM results").fetchone()[0] == len(read_csv(tiny_run / "results.csv"))
+
+
+def test_a_folder_of_another_config_is_refused_unless_forced(tiny_run, tmp_path):
+    import shutil
+
+    out = tmp_path / "other"
+    shutil.copytree(tiny_run, out)
+    other = write_config(tmp_path, seed=5)
+    refused = _cli("run", str(other), "--out", str(out))
+    assert refused.returncode == 2 and "different config" in refused.stderr and "--force" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"attack": {"norm": 2, "eps": [0, -1]}}, "attack.eps"),
+    ({"targets": ["svm_x"]}, "unknown model 'svm_x'"),
+    ({"surrogates": ["rf_h"]}, "no input gradient"),
+    ({"split": {"n_target": 80}}, "split.n_surrogate"),
+    ({"colour": "red"}, "colour"),
+    ({"dataset": {"name": "mnist89", "path": "/nowhere/mnist"}}, "not found"),
+    ({"dataset": {"name": "cifar"}}, "unknown dataset"),
+])
+def test_bad_input_gives_one_line_and_exit_code_2(tmp_path, change, message):
+    config = write_config(tmp_path, **change)
+    result = _cli("run", str(config), "--out", str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out" / "results.csv").exists()
+
+
+def test_cli_names_and_missing_files(tmp_path):
+    for args, message in ((("run", "no-such-preset"), "unknown preset"),
+                          (("run", str(tmp_path / "missing.yaml")), "not found"),
+                          (("report", str(tmp_path)), "no transferlab run"),
+                          (("config", "show", "nope"), "unknown preset")):
+        result = _cli(*args)
+        assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: [unclosed\n")
+    result = _cli("run", str(broken))
+    assert result.returncode == 2 and "not valid YAML" in result.stderr
+
+
+def test_presets_are_valid_and_listed():
+    assert {"mnist89-evasion-quick", "mnist89-evasion"} <= set(preset_names())
+    paper = load_config("mnist89-evasion")
+    assert paper.repetitions == 10 and paper.split.n_target == 5900 and len(paper.targets) == 13
+    assert paper.surrogate_fractions == [1.0, 0.2] and max(paper.attack.eps) == 5
+    listed = _cli("presets")
+    assert listed.returncode == 0 and "mnist89-evasion-quick" in listed.stdout
+    shown = _cli("config", "show", "mnist89-evasion-quick")
+    assert yaml.safe_load(shown.stdout)["name"] == "mnist89-evasion-quick"
+
+
+def test_cli_version_and_lists():
+    assert _cli("--version").stdout.strip().startswith("transferlab ")
+    models_listed = _cli("list", "models").stdout
+    assert all(name in models_listed for name in models.MODELS)
+
+
+def test_dask_executor_gives_the_same_results(tiny_run, tmp_path):
+    pytest.importorskip("distributed")
+    small = {**TINY, "nn_sweep": None}
+    run_experiment(parse_config(small), tmp_path / "dask", workers=2, executor="dask", show_progress=False)
+    assert read_csv(tmp_path / "dask" / "results.csv") == read_csv(tiny_run / "results.csv")
