@@ -212,3 +212,51 @@ def test_dask_executor_gives_the_same_results(tiny_run, tmp_path):
     small = {**TINY, "nn_sweep": None}
     run_experiment(parse_config(small), tmp_path / "dask", workers=2, executor="dask", show_progress=False)
     assert read_csv(tmp_path / "dask" / "results.csv") == read_csv(tiny_run / "results.csv")
+
+
+POISON_TINY = {
+    "name": "poison-tiny",
+    "kind": "poisoning",
+    "dataset": {"name": "mnist89"},
+    "split": {"n_target": 60, "n_surrogate": 60, "n_test": 100, "n_validation": 60},
+    "surrogates": ["logistic_l", "svm_rbf_l"],
+    "targets": ["logistic_l", "svm_rbf_l", "rf_l"],
+    "attack": {"kind": "poisoning", "fractions": [0.1, 0.2], "solver": {"max_passes": 1, "max_iter": 2}},
+    "variance": {"n_surrogates": 2},
+}
+
+
+def test_poisoning_experiment_end_to_end(tmp_path):
+    out = tmp_path / "poison"
+    run_experiment(parse_config(POISON_TINY), out, show_progress=False)
+    results = read_csv(out / "results.csv")
+    assert {r["setting"] for r in results} == {"clean", "transfer", "white-box"}
+    transfer = [r for r in results if r["setting"] == "transfer"]
+    assert len(transfer) == 2 * 3 * 2 and {float(r["budget"]) for r in transfer} == {0.1, 0.2}
+    white = {(r["target"], float(r["budget"])): float(r["error"]) for r in results if r["setting"] == "white-box"}
+    assert set(white) == {(t, b) for t in ("logistic_l", "svm_rbf_l") for b in (0.1, 0.2)}
+    metric_rows = read_csv(out / "metrics.csv")
+    for r in metric_rows:
+        if r["setting"] == "transfer" and r["target"] != "rf_l":
+            assert float(r["S"]) > 0 and -1 <= float(r["R"]) <= 1 and float(r["V"]) >= 0
+    assert all(abs(float(r["R"]) - 1) < 1e-9 for r in metric_rows if r["setting"] == "white-box")
+    for name in ("figures/security_curves.png", "figures/transfer_matrix_p0.1.png", "figures/transfer_matrix_p0.2.png",
+                 "report.html", "correlations.csv"):
+        assert (out / name).is_file(), name
+    assert len(list((out / "points").glob("*.npz"))) == 8
+    points = np.load(next((out / "points").glob("*.npz")))
+    assert points["X"].min() >= 0 and points["X"].max() <= 1
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"split": {"n_target": 60, "n_surrogate": 60, "n_test": 100}}, "n_validation"),
+    ({"surrogates": ["nn_h"]}, "cannot craft poisoning"),
+    ({"attack": {"kind": "poisoning"}}, "needs fractions"),
+    ({"attack": {"kind": "poisoning", "fractions": [0.1, 1.5]}}, "attack.fractions"),
+    ({"kind": "evasion"}, "does not fit"),
+])
+def test_bad_poisoning_configs(change, message):
+    from transferlab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        parse_config({**POISON_TINY, **change})

@@ -52,7 +52,8 @@ class Cell:
             return f"train/r{self.repetition}/surrogate/{self.model}/f{self.fraction:g}/d{self.draw}"
         if self.stage == "craft":
             suffix = "" if self.role == WHITE_BOX else f"/f{self.fraction:g}"
-            return f"craft/r{self.repetition}/{self.role}/{self.model}{suffix}"
+            poison = f"/p{self.draw / 1000:g}" if self.draw else ""
+            return f"craft/r{self.repetition}/{self.role}/{self.model}{suffix}{poison}"
         return f"sweep/r{self.repetition}/wd{self.weight_decay:g}"
 
 
@@ -68,6 +69,8 @@ class CellOutput:
 
 def plan(config: ExperimentConfig) -> list[list[Cell]]:
     """The cells of each stage, in a fixed order."""
+    if config.kind == "poisoning":
+        return plan_poisoning(config)
     reps = range(config.repetitions)
     train = [Cell("train", r, t, "target") for r in reps for t in config.targets]
     train += [Cell("train", r, s, "surrogate", f, d) for r in reps for s in config.surrogates
@@ -80,6 +83,31 @@ def plan(config: ExperimentConfig) -> list[list[Cell]]:
     if config.nn_sweep is not None:
         sweep = [Cell("sweep", r, "nn_h", weight_decay=wd) for r in reps for wd in config.nn_sweep.weight_decays]
     return [stage for stage in (train, craft, sweep) if stage]
+
+
+def plan_poisoning(config: ExperimentConfig) -> list[list[Cell]]:
+    """Poisoning: clean targets (their error at fraction 0), then one craft cell per surrogate, surrogate data
+    fraction and poisoning fraction (``draw`` holds the poisoning fraction in per mille), plus white-box cells."""
+    reps = range(config.repetitions)
+    train = [Cell("train", r, t, "target") for r in reps for t in config.targets]
+    per_mille = [int(round(1000 * p)) for p in config.attack.fractions]
+    craft = [Cell("craft", r, s, TRANSFER, f, p) for r in reps for s in config.surrogates
+             for f in config.surrogate_fractions for p in per_mille]
+    if config.white_box:
+        capable = [t for t in config.targets if _has_family(t)]
+        craft += [Cell("craft", r, t, WHITE_BOX, 1.0, p) for r in reps for t in capable for p in per_mille]
+    return [train, craft]
+
+
+def _has_family(name: str) -> bool:
+    from transferlab.attacks.poisoning_gradients import family_for
+    from transferlab.errors import ConfigError
+
+    try:
+        family_for(models.create(name))
+    except ConfigError:
+        return False
+    return True
 
 
 def model_folder(cell: Cell) -> str:
@@ -157,6 +185,8 @@ def execute(run_dir: str, cell: Cell) -> CellOutput:
     start = time.perf_counter()
     with threadpool_limits(1):
         runner = {"train": _train, "craft": _craft, "sweep": _sweep}[cell.stage]
+        if cell.stage == "craft" and _config(run_dir).kind == "poisoning":
+            runner = _craft_poisoning
         files, info, rows = runner(Path(run_dir), _config(run_dir), cell)
     return CellOutput(cell.cell_id, cell.stage, time.perf_counter() - start, files, info, rows)
 
@@ -167,7 +197,12 @@ def _train(run_dir: Path, config: ExperimentConfig, cell: Cell):
     model = create_model(config, cell.model, cell.repetition, cell.draw).fit(data.X, data.y)
     files = _atomic_save(model, run_dir, model_folder(cell))
     accuracy = float(np.mean(model.predict(split.test.X) == split.test.y))
-    return files, {"n_train": len(data), "test_accuracy": accuracy}, {}
+    rows = {}
+    if config.kind == "poisoning" and cell.role == "target":
+        rows["results"] = [{"attack": "poisoning", "repetition": cell.repetition, "surrogate": None, "fraction": None,
+                            "target": cell.model, "setting": "clean", "budget": 0.0, "error": 1 - accuracy,
+                            "n_points": len(split.test.y)}]
+    return files, {"n_train": len(data), "test_accuracy": accuracy}, rows
 
 
 def _craft(run_dir: Path, config: ExperimentConfig, cell: Cell):
@@ -234,3 +269,74 @@ def _sweep(run_dir: Path, config: ExperimentConfig, cell: Cell):
     row = {"repetition": cell.repetition, "weight_decay": cell.weight_decay, "budget": eps,
            "error": attack.result_.error, "S": s_value}
     return {}, {}, {"sweep": [row]}
+
+
+#: poisoning points at which S and R are computed (each needs an implicit gradient of surrogate and target)
+METRIC_POINTS = 10
+
+
+def _craft_poisoning(run_dir: Path, config: ExperimentConfig, cell: Cell):
+    """Craft a poisoning set on one surrogate (transfer: on its own data; white-box: on the target's data), train
+    every target on its clean training set plus the points, and score it on clean test data. S and R use the
+    validation loss in place of the point loss (paper Section 4): the implicit gradients of target and surrogate
+    at the poisoning points (first METRIC_POINTS of them); V is the variance of the validation loss over
+    surrogates trained on resampled surrogate data."""
+    from transferlab.attacks.poisoning import Poisoning
+    from transferlab.attacks.poisoning_gradients import family_for
+
+    split = _split(str(run_dir), cell.repetition)
+    poison_fraction = cell.draw / 1000
+    n_points = max(1, int(round(poison_fraction * len(split.target))))
+    X_val, y_val = split.validation.X, split.validation.y
+    if cell.role == WHITE_BOX:
+        source_data, target_names, fraction = split.target, [cell.model], None
+    else:
+        source_data, target_names, fraction = split.surrogate_subsample(cell.fraction), config.targets, cell.fraction
+    solver = {k: v for k, v in config.attack.solver.items()}
+    seed = config.seed * 100_003 + cell.repetition * 101
+    surrogate = create_model(config, cell.model, cell.repetition)
+    attack = Poisoning(surrogate=surrogate, n_points=n_points, lb=config.attack.lb, ub=config.attack.ub, seed=seed,
+                       **solver)
+    X_p, y_p = attack.run(source_data.X, source_data.y, X_val, y_val)
+    family = family_for(surrogate)
+    X_src, y_src = np.vstack([source_data.X, X_p]), np.r_[source_data.y, y_p]
+    src_params = family.fit(X_src, y_src)
+    n_src = len(source_data)
+    k_points = min(METRIC_POINTS, n_points)
+    src_grads = np.stack([family.gradient(src_params, X_src, y_src, n_src + k, X_val, y_val) for k in range(k_points)])
+    variance = float("nan")
+    if cell.role == TRANSFER:
+        losses = [family.validation_loss(family.fit(d.X, d.y), X_val, y_val) for d in
+                  (split.surrogate_subsample(cell.fraction, draw) for draw in range(1, config.variance.n_surrogates + 1))]
+        variance = metrics.loss_variance(np.asarray(losses)[:, None])
+    base = {"attack": "poisoning", "repetition": cell.repetition, "surrogate": cell.model, "fraction": fraction}
+    results, metric_rows = [], []
+    X_tgt, y_tgt = np.vstack([split.target.X, X_p]), np.r_[split.target.y, y_p]
+    n_tgt = len(split.target)
+    for name in target_names:
+        target = create_model(config, name, cell.repetition).fit(X_tgt, y_tgt)
+        error = metrics.transfer_rate(target.predict(split.test.X), split.test.y)
+        results.append({**base, "target": name, "setting": cell.role, "budget": poison_fraction, "error": error,
+                        "n_points": len(split.test.y)})
+        s_value = r_value = float("nan")
+        if _has_family(name):
+            tfam = family_for(create_model(config, name, cell.repetition))
+            t_params = tfam.fit(X_tgt, y_tgt)
+            t_grads = np.stack([tfam.gradient(t_params, X_tgt, y_tgt, n_tgt + k, X_val, y_val)
+                                for k in range(k_points)])
+            s_value = metrics.gradient_size(t_grads, 2)
+            r_value = metrics.gradient_alignment(src_grads, t_grads)
+        metric_rows.append({**base, "target": name, "setting": cell.role, "S": s_value, "R": r_value, "V": variance})
+    files = {}
+    if config.keep_points:
+        rel = "points/" + cell.cell_id.removeprefix("craft/").replace("/", "_") + ".npz"
+        final = run_dir / rel
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.with_name(final.name + f".tmp{os.getpid()}.npz")
+        np.savez_compressed(tmp, X=X_p.astype(np.float32), y=y_p)
+        os.replace(tmp, final)
+        files[rel] = sha256_file(final)
+    r = attack.result_
+    info = {"n_points": n_points, "validation_loss_clean": r.validation_loss_clean,
+            "validation_loss_poisoned": r.validation_loss_poisoned, "passes": r.passes}
+    return files, info, {"results": results, "metrics": metric_rows}

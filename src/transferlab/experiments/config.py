@@ -35,12 +35,14 @@ class SplitConfig(Strict):
 
 
 class AttackConfig(Strict):
-    """The evasion attack: ``kind`` (pgd_line_search, pgd, fgsm, mifgsm), ``norm``, the budgets ``eps``, the box,
-    and solver settings passed to the attack (e.g. max_iter, tol, double_init)."""
+    """The attack. Evasion: ``kind`` (pgd_line_search, pgd, fgsm, mifgsm), ``norm``, the budgets ``eps``. Poisoning:
+    ``kind: poisoning`` and ``fractions``, the poisoning points as fractions of the target's training set. Both: the
+    box ``lb``/``ub`` and ``solver`` settings passed to the attack (e.g. max_iter, tol, double_init, max_passes)."""
 
-    kind: Literal["pgd_line_search", "pgd", "fgsm", "mifgsm"] = "pgd_line_search"
+    kind: Literal["pgd_line_search", "pgd", "fgsm", "mifgsm", "poisoning"] = "pgd_line_search"
     norm: Literal["1", "2", "inf"] = "2"
-    eps: list[float] = Field(min_length=1)
+    eps: list[float] = Field(default_factory=list)
+    fractions: list[float] = Field(default_factory=list)
     lb: Optional[float] = 0.0
     ub: Optional[float] = 1.0
     loss: Literal["margin", "cross_entropy"] = "margin"
@@ -59,6 +61,26 @@ class AttackConfig(Strict):
                 raise ValueError(f"every budget must be a finite number >= 0 (got {e})")
         return sorted(set(value))
 
+    @field_validator("fractions")
+    @classmethod
+    def _fractions_in_range(cls, value: list[float]) -> list[float]:
+        for f in value:
+            if not 0 < f <= 1:
+                raise ValueError(f"poisoning fractions must be in (0, 1], got {f}")
+        return sorted(set(value))
+
+    @model_validator(mode="after")
+    def _budgets_match_kind(self) -> AttackConfig:
+        if self.kind == "poisoning" and not self.fractions:
+            raise ValueError("a poisoning attack needs fractions, e.g. [0.05, 0.1, 0.2]")
+        if self.kind != "poisoning" and not self.eps:
+            raise ValueError("an evasion attack needs eps, the list of budgets, e.g. [0, 0.5, 1, 2]")
+        return self
+
+    @property
+    def budgets(self) -> list[float]:
+        return [0.0, *self.fractions] if self.kind == "poisoning" else self.eps
+
 
 class VarianceConfig(Strict):
     """V (Eq. 19): the variance of the surrogate's loss over ``n_surrogates`` surrogates trained on resampled
@@ -76,7 +98,7 @@ class SweepConfig(Strict):
 
 class ExperimentConfig(Strict):
     name: str = "experiment"
-    kind: Literal["evasion"] = "evasion"
+    kind: Literal["evasion", "poisoning"] = "evasion"
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
     split: SplitConfig
     repetitions: int = Field(default=1, ge=1)
@@ -108,6 +130,19 @@ class ExperimentConfig(Strict):
             for name in getattr(self, field_name):
                 if name not in MODELS:
                     raise ValueError(f"{field_name}: unknown model {name!r}; choose from {', '.join(MODELS)}")
+        if (self.kind == "poisoning") != (self.attack.kind == "poisoning"):
+            raise ValueError(f"attack.kind {self.attack.kind!r} does not fit an experiment of kind {self.kind!r}")
+        if self.kind == "poisoning":
+            if self.split.n_validation == 0:
+                raise ValueError("split.n_validation: poisoning needs the attacker's validation set (> 0)")
+            from transferlab.attacks.poisoning_gradients import family_for
+
+            for name in self.surrogates:
+                try:
+                    family_for(MODELS[name].factory(**MODELS[name].params))
+                except Exception:
+                    raise ValueError(f"surrogates: {name!r} cannot craft poisoning; use logistic, ridge, svm or "
+                                     "svm_rbf models") from None
         for name in self.surrogates:
             if MODELS[name].factory.differentiable is False:
                 raise ValueError(f"surrogates: {name!r} has no input gradient and cannot craft attacks; use it as a "

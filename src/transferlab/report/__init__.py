@@ -42,21 +42,26 @@ def build_report(run_dir: str | Path) -> Path:
 
     fig_dir = run_dir / "figures"
     fig_dir.mkdir(exist_ok=True)
+    for old in fig_dir.glob("*.png"):
+        old.unlink()
     made: list[tuple[str, Path]] = []
     surrogates, targets = config.get("surrogates", []), config.get("targets", [])
     fractions = config.get("surrogate_fractions", [1.0])
     budgets = sorted({r["budget"] for r in results if r["budget"] > 0})
+    poisoning = config.get("kind") == "poisoning"
+    name, axis, tag = ("poisoning fraction", "fraction of poisoning points", "p") if poisoning else \
+        ("ε", "ε (ℓ2 budget)", "eps")
     if any(r["setting"] == "white-box" for r in results):
-        made.append(("White-box security evaluation curves (paper Fig. 5)",
-                     figures.security_curves(results, targets, fig_dir / "security_curves.png")))
+        made.append((f"White-box security evaluation curves: error vs {axis}" + ("" if poisoning else " (paper Fig. 5)"),
+                     figures.security_curves(results, targets, fig_dir / "security_curves.png", axis)))
     for budget in budgets:
-        made.append((f"Transfer matrix at ε = {budget:g} (paper Fig. 6; diagonal: white-box)",
+        made.append((f"Transfer matrix at {name} = {budget:g} (diagonal: white-box)",
                      figures.transfer_matrices(results, surrogates, targets, fractions, budget,
-                                               fig_dir / f"transfer_matrix_eps{budget:g}.png")))
+                                               fig_dir / f"transfer_matrix_{tag}{budget:g}.png", name)))
     if pairs and budgets:
         budget = _most_informative_budget(pairs, budgets)
-        made.append((f"Transfer rate vs S, R, V at ε = {budget:g}",
-                     figures.metric_scatter(pairs, budget, fig_dir / "metrics_vs_transfer.png")))
+        made.append((f"Transfer rate vs S, R, V at {name} = {budget:g}",
+                     figures.metric_scatter(pairs, budget, fig_dir / "metrics_vs_transfer.png", name)))
     if sweep:
         made.append(("MLP weight-decay sweep (paper Fig. 3)", figures.weight_decay_sweep(sweep, fig_dir /
                                                                                          "nn_weight_decay.png")))
@@ -94,7 +99,6 @@ def _html(config: dict, versions: dict, last_run: dict, cells: list[dict], corr:
     images = "".join(
         f"<h3>{html.escape(title)}</h3><img alt='{html.escape(title)}' src='data:image/png;base64,"
         f"{base64.b64encode(p.read_bytes()).decode()}'/>" for title, p in made)
-    clean = [r for r in results if r["setting"] == "white-box" and r["budget"] == 0]
     wall = f"{last_run.get('seconds', float('nan')):.1f} s wall time in the last run" if last_run else ""
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>transferlab report: {html.escape(
         str(config.get('name', '')))}</title>
@@ -102,9 +106,8 @@ def _html(config: dict, versions: dict, last_run: dict, cells: list[dict], corr:
 table{{border-collapse:collapse;font-size:12px}}td,th{{border:1px solid #ccc;padding:2px 6px;text-align:right}}
 pre{{background:#f6f6f6;padding:1em;font-size:12px}}</style></head><body>
 <h1>transferlab report — {html.escape(str(config.get('name', '')))}</h1>
-<p>Transferability of evasion attacks after Demontis et al., <i>Why Do Adversarial Attacks Transfer?</i> (USENIX
-Security 2019). Errors are averaged over {config.get('repetitions', '?')} repetition(s); {len(clean)} white-box
-clean-error entries. {wall}.</p>
+<p>Transferability of {html.escape(str(config.get('kind', 'evasion')))} attacks after Demontis et al., <i>Why Do Adversarial Attacks Transfer?</i> (USENIX
+Security 2019). Errors are averaged over {config.get('repetitions', '?')} repetition(s). {wall}.</p>
 <h2>Figures</h2>{images}
 <h2>Correlation of transfer rate with S, R, V (paper Table 1)</h2>
 <p>Pooled over all surrogate–target pairs at each budget (per-target rows are in correlations.csv).</p>

@@ -23,7 +23,7 @@ def _save(fig: plt.Figure, path: Path) -> Path:
 
 
 def transfer_matrices(results: list[dict], surrogates: list[str], targets: list[str], fractions: list[float],
-                      budget: float, path: Path) -> Path:
+                      budget: float, path: Path, budget_name: str = "ε") -> Path:
     """Mean target error on points crafted against each surrogate (rows) at one budget; one panel per surrogate
     data fraction. The diagonal (surrogate = target algorithm) shows the white-box error, outlined."""
     transfer = mean_by([r for r in results if r["setting"] == "transfer" and r["budget"] == budget],
@@ -49,16 +49,19 @@ def transfer_matrices(results: list[dict], surrogates: list[str], targets: list[
         ax.set_yticks(range(len(surrogates)), surrogates, fontsize=8)
         ax.set_xlabel("target")
         ax.set_ylabel("surrogate")
-        ax.set_title(f"ε = {budget:g}, surrogate data {100 * fraction:.0f}%", fontsize=9)
+        ax.set_title(f"{budget_name} = {budget:g}, surrogate data {100 * fraction:.0f}%", fontsize=9)
     fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="error under attack (%/100)")
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
 
 
-def security_curves(results: list[dict], targets: list[str], path: Path) -> Path:
-    """White-box error under attack vs budget for each target (paper Fig. 5)."""
-    white = mean_by([r for r in results if r["setting"] == "white-box"], ("target", "budget"), "error")
+def security_curves(results: list[dict], targets: list[str], path: Path, budget_name: str = "ε (ℓ2 budget)") -> Path:
+    """White-box error under attack vs budget for each target (paper Fig. 5); for poisoning the clean error is the
+    point at fraction 0."""
+    white = mean_by([r for r in results if r["setting"] in ("white-box", "clean")], ("target", "budget"), "error")
+    attacked = {r["target"] for r in results if r["setting"] == "white-box"}
+    targets = [t for t in targets if t in attacked]
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for i, t in enumerate(targets):
         points = sorted((b, e) for (name, b), e in white.items() if name == t)
@@ -66,15 +69,15 @@ def security_curves(results: list[dict], targets: list[str], path: Path) -> Path
             b, e = zip(*points)
             ax.plot(b, e, marker="o", ms=3, label=t, ls="-" if t.endswith("_h") else "--",
                     color=plt.cm.tab10(i // 2 % 10))
-    ax.set_xlabel("ε (ℓ2 budget)")
-    ax.set_ylabel("white-box error under attack")
+    ax.set_xlabel(budget_name)
+    ax.set_ylabel("white-box test error under attack")
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     return _save(fig, path)
 
 
-def metric_scatter(pairs: list[dict[str, Any]], budget: float, path: Path) -> Path:
+def metric_scatter(pairs: list[dict[str, Any]], budget: float, path: Path, budget_name: str = "ε") -> Path:
     """Transfer rate vs S (of the target), R (pair) and V (of the surrogate) across surrogate–target pairs."""
     at = [p for p in pairs if p["budget"] == budget]
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.8))
@@ -86,7 +89,7 @@ def metric_scatter(pairs: list[dict[str, Any]], budget: float, path: Path) -> Pa
             ax.scatter([p[name] for p in sel], [p["error"] for p in sel], s=14, marker=marker, alpha=0.7,
                        label=f"surrogate data {100 * fraction:.0f}%")
         ax.set_xlabel(labels[name], fontsize=8)
-        ax.set_ylabel(f"transfer rate at ε = {budget:g}")
+        ax.set_ylabel(f"transfer rate at {budget_name} = {budget:g}")
         if name == "S":
             ax.set_xscale("log")
         ax.grid(alpha=0.3)

@@ -51,7 +51,7 @@ def transfer_pairs(results: list[dict], metric_rows: list[dict]) -> list[dict[st
     pairs = []
     for (surrogate, fraction, target, budget), error in errors.items():
         key = (surrogate, fraction, target)
-        pairs.append({"surrogate": surrogate, "fraction": fraction, "target": target, "budget": budget,
+        pairs.append({"attack": transfer[0]["attack"], "surrogate": surrogate, "fraction": fraction, "target": target, "budget": budget,
                       "error": error, **{name: means[name].get(key, np.nan) for name in means}})
     return pairs
 
@@ -61,6 +61,7 @@ def correlations(pairs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     across surrogate–target pairs (both surrogate fractions). ``target == "all"`` pools every pair; a row per target
     correlates across surrogates only (R is a pairwise quantity: the paper compares it across surrogates)."""
     rows = []
+    attack = pairs[0].get("attack", "evasion") if pairs else "evasion"
     for budget in sorted({p["budget"] for p in pairs}):
         if budget == 0:
             continue
@@ -71,5 +72,5 @@ def correlations(pairs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 if target != "all" and name == "S":
                     continue  # S is a property of the target: constant within a target
                 stats = metrics.correlation([p[name] for p in group], [p["error"] for p in group])
-                rows.append({"attack": "evasion", "budget": budget, "target": target, "metric": name, **stats})
+                rows.append({"attack": attack, "budget": budget, "target": target, "metric": name, **stats})
     return rows
