@@ -48,7 +48,7 @@ def test_linear_implicit_gradients_match_retraining(problem, family):
 
 @pytest.mark.parametrize("kernel", ["linear", "rbf"])
 def test_svm_implicit_gradient_matches_retraining_for_support_vectors(problem, kernel):
-    family = SVMFamily(1.0, kernel, gamma=0.5)
+    family = SVMFamily(1.0, kernel, gamma=0.5, tol=1e-7)
     checked = set()
     for s in np.linspace(-2, 2, 161):  # move the point across the boundary: error vector, then margin vector
         x_c = np.r_[s, 0.2, -0.1, 0.3, 0.05]
@@ -68,7 +68,7 @@ def test_svm_implicit_gradient_matches_retraining_for_support_vectors(problem, k
 
 
 def test_svm_gradient_for_a_non_support_vector_is_the_own_hinge_direction(problem):
-    family = SVMFamily(1.0, "linear")
+    family = SVMFamily(1.0, "linear", tol=1e-7)
     X, y, X_val, y_val, c = with_point(problem, np.array([4.0, 0, 0, 0, 0]), 1)  # deep inside class 1
     params = family.fit(X, y)
     assert params.beta[c] == 0

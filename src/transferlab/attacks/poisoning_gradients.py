@@ -201,10 +201,12 @@ class SVMFamily(Family):
     a support vector* (α_c = 0: the point is correctly classified outside the margin and does not affect the model).
     In that case we return the gradient of the point's own hinge loss, −ỹ_c ∇f(x_c), which moves it towards the
     margin, where it becomes a support vector and the implicit gradient takes over.
+
+    ``tol`` is libsvm's stopping tolerance (scikit-learn's default 1e-3); tighten it for finite-difference checks.
     """
 
-    def __init__(self, C: float, kernel: str = "linear", gamma: float = 0.01) -> None:
-        self.C, self.kernel_name, self.gamma = C, kernel, gamma
+    def __init__(self, C: float, kernel: str = "linear", gamma: float = 0.01, tol: float = 1e-3) -> None:
+        self.C, self.kernel_name, self.gamma, self.tol = C, kernel, gamma, tol
 
     def kernel(self, A: np.ndarray, B: np.ndarray) -> np.ndarray:
         if self.kernel_name == "linear":
@@ -219,7 +221,7 @@ class SVMFamily(Family):
         return 2 * self.gamma * (A - x) * self.kernel(A, x[None, :])
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> KernelParams:
-        svc = SVC(kernel=self.kernel_name, C=self.C, gamma=self.gamma, tol=1e-6).fit(X, y)
+        svc = SVC(kernel=self.kernel_name, C=self.C, gamma=self.gamma, tol=self.tol).fit(X, y)
         beta = np.zeros(len(y))
         beta[svc.support_] = svc.dual_coef_[0]
         return KernelParams(X.copy(), beta, float(svc.intercept_[0]), self.kernel)
