@@ -43,6 +43,7 @@ class Cell:
     fraction: float = 1.0       # surrogate data fraction (train and transfer cells)
     draw: int = 0               # resample index of a surrogate (0: the surrogate itself)
     weight_decay: float = 0.0   # sweep cells
+    poison_fraction: float = 0.0  # poisoning craft cells: poisoning points as a fraction of the training set
 
     @property
     def cell_id(self) -> str:
@@ -52,7 +53,7 @@ class Cell:
             return f"train/r{self.repetition}/surrogate/{self.model}/f{self.fraction:g}/d{self.draw}"
         if self.stage == "craft":
             suffix = "" if self.role == WHITE_BOX else f"/f{self.fraction:g}"
-            poison = f"/p{self.draw / 1000:g}" if self.draw else ""
+            poison = f"/p{self.poison_fraction:g}" if self.poison_fraction else ""
             return f"craft/r{self.repetition}/{self.role}/{self.model}{suffix}{poison}"
         return f"sweep/r{self.repetition}/wd{self.weight_decay:g}"
 
@@ -87,15 +88,15 @@ def plan(config: ExperimentConfig) -> list[list[Cell]]:
 
 def plan_poisoning(config: ExperimentConfig) -> list[list[Cell]]:
     """Poisoning: clean targets (their error at fraction 0), then one craft cell per surrogate, surrogate data
-    fraction and poisoning fraction (``draw`` holds the poisoning fraction in per mille), plus white-box cells."""
+    fraction and poisoning fraction, plus white-box cells (crafted on each target that has implicit gradients)."""
     reps = range(config.repetitions)
     train = [Cell("train", r, t, "target") for r in reps for t in config.targets]
-    per_mille = [int(round(1000 * p)) for p in config.attack.fractions]
-    craft = [Cell("craft", r, s, TRANSFER, f, p) for r in reps for s in config.surrogates
-             for f in config.surrogate_fractions for p in per_mille]
+    poison = config.attack.fractions
+    craft = [Cell("craft", r, s, TRANSFER, f, poison_fraction=p) for r in reps for s in config.surrogates
+             for f in config.surrogate_fractions for p in poison]
     if config.white_box:
         capable = [t for t in config.targets if _has_family(t)]
-        craft += [Cell("craft", r, t, WHITE_BOX, 1.0, p) for r in reps for t in capable for p in per_mille]
+        craft += [Cell("craft", r, t, WHITE_BOX, 1.0, poison_fraction=p) for r in reps for t in capable for p in poison]
     return [train, craft]
 
 
@@ -174,6 +175,17 @@ def _atomic_save(model: models.Classifier, run_dir: Path, rel: str) -> dict[str,
     return {f"{rel}/{name}": sha256_file(final / name) for name in ("spec.json", "weights.safetensors")}
 
 
+def _save_points(run_dir: Path, cell: Cell, **arrays: np.ndarray) -> dict[str, str]:
+    """Write a craft cell's points as a compressed npz (temporary name, then rename); returns {path: sha256}."""
+    rel = "points/" + cell.cell_id.removeprefix("craft/").replace("/", "_") + ".npz"
+    final = run_dir / rel
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(final.name + f".tmp{os.getpid()}.npz")
+    np.savez_compressed(tmp, **arrays)
+    os.replace(tmp, final)
+    return {rel: sha256_file(final)}
+
+
 def _load(run_dir: Path, cell: Cell, device: str) -> models.Classifier:
     return models.load(run_dir / model_folder(cell), device=device)
 
@@ -244,15 +256,8 @@ def _craft(run_dir: Path, config: ExperimentConfig, cell: Cell):
             s_value = r_value = float("nan")
         metric_rows.append({**base, "target": name, "setting": cell.role, "S": s_value, "R": r_value,
                             "V": variance})
-    files = {}
-    if config.keep_points:
-        rel = "points/" + cell.cell_id.removeprefix("craft/").replace("/", "_") + ".npz"
-        final = run_dir / rel
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.with_name(final.name + f".tmp{os.getpid()}.npz")
-        np.savez_compressed(tmp, y=y, **{f"eps_{eps:g}": crafted[eps].astype(np.float32) for eps in crafted})
-        os.replace(tmp, final)
-        files[rel] = sha256_file(final)
+    files = _save_points(run_dir, cell, y=y, **{f"eps_{eps:g}": crafted[eps].astype(np.float32) for eps in crafted}) \
+        if config.keep_points else {}
     return files, {"n_points": len(y)}, {"results": results, "metrics": metric_rows}
 
 
@@ -285,7 +290,7 @@ def _craft_poisoning(run_dir: Path, config: ExperimentConfig, cell: Cell):
     from transferlab.attacks.poisoning_gradients import family_for
 
     split = _split(str(run_dir), cell.repetition)
-    poison_fraction = cell.draw / 1000
+    poison_fraction = cell.poison_fraction
     n_points = max(1, int(round(poison_fraction * len(split.target))))
     X_val, y_val = split.validation.X, split.validation.y
     if cell.role == WHITE_BOX:
@@ -306,8 +311,9 @@ def _craft_poisoning(run_dir: Path, config: ExperimentConfig, cell: Cell):
     src_grads = np.stack([family.gradient(src_params, X_src, y_src, n_src + k, X_val, y_val) for k in range(k_points)])
     variance = float("nan")
     if cell.role == TRANSFER:
+        # the surrogate's own data (draw 0) and its resamples, as for evasion
         losses = [family.validation_loss(family.fit(d.X, d.y), X_val, y_val) for d in
-                  (split.surrogate_subsample(cell.fraction, draw) for draw in range(1, config.variance.n_surrogates + 1))]
+                  (split.surrogate_subsample(cell.fraction, draw) for draw in range(config.variance.n_surrogates))]
         variance = metrics.loss_variance(np.asarray(losses)[:, None])
     base = {"attack": "poisoning", "repetition": cell.repetition, "surrogate": cell.model, "fraction": fraction}
     results, metric_rows = [], []
@@ -327,15 +333,7 @@ def _craft_poisoning(run_dir: Path, config: ExperimentConfig, cell: Cell):
             s_value = metrics.gradient_size(t_grads, 2)
             r_value = metrics.gradient_alignment(src_grads, t_grads)
         metric_rows.append({**base, "target": name, "setting": cell.role, "S": s_value, "R": r_value, "V": variance})
-    files = {}
-    if config.keep_points:
-        rel = "points/" + cell.cell_id.removeprefix("craft/").replace("/", "_") + ".npz"
-        final = run_dir / rel
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.with_name(final.name + f".tmp{os.getpid()}.npz")
-        np.savez_compressed(tmp, X=X_p.astype(np.float32), y=y_p)
-        os.replace(tmp, final)
-        files[rel] = sha256_file(final)
+    files = _save_points(run_dir, cell, X=X_p.astype(np.float32), y=y_p) if config.keep_points else {}
     r = attack.result_
     info = {"n_points": n_points, "validation_loss_clean": r.validation_loss_clean,
             "validation_loss_poisoned": r.validation_loss_poisoned, "passes": r.passes}
