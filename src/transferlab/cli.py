@@ -95,15 +95,12 @@ def report(run_dir: Path = typer.Argument(..., help="A run folder.")) -> None:
 @app.command()
 def presets() -> None:
     """List the experiment presets shipped with transferlab."""
-    import yaml
-
     from transferlab.experiments.config import preset_names, preset_text
 
     table = Table("preset", "description")
     for name in preset_names():
         first = next(line for line in preset_text(name).splitlines() if line.startswith("#"))
         table.add_row(name, first.lstrip("# "))
-        yaml.safe_load(preset_text(name))
     console.print(table)
 
 
