@@ -111,10 +111,11 @@ def test_poisoning_raises_validation_loss_and_test_error(mnist_parts, name):
     X_p, y_p = attack.run(s.target.X, s.target.y, s.validation.X, s.validation.y)
     r = attack.result_
     assert X_p.shape == (20, 784) and X_p.min() >= 0 and X_p.max() <= 1
-    assert np.array_equal(y_p, 1 - s.target.y[np.argmin(np.abs(s.target.X[:, None, :] - r.initial_points[None])
-                                                         .sum(2), axis=0)])
+    assert np.array_equal(y_p, 1 - s.target.y[r.initial_indices])  # labels are the flipped ones
     # the optimisation moved the points and raised the validation loss over the label-flip start
     assert r.validation_loss_poisoned > r.objective_before[0] > r.validation_loss_clean
+    assert np.all(r.objective_after >= r.objective_before) and r.objective_after[-1] == r.validation_loss_poisoned
+    assert not np.allclose(X_p, s.target.X[r.initial_indices])
     assert np.all(r.iterations >= 1)
     clean = models.create(name).fit(s.target.X, s.target.y)
     poisoned = models.create(name).fit(np.vstack([s.target.X, X_p]), np.r_[s.target.y, y_p])

@@ -21,7 +21,6 @@ from transferlab.errors import TransferlabError
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Measure and explain the transferability of evasion and poisoning attacks.")
 console = Console()
-_state = {"debug": False}
 
 
 def _version(value: bool) -> None:
@@ -36,7 +35,7 @@ def _root(
                                            help="Print the version and exit."),
     debug: bool = typer.Option(False, "--debug", help="Show the full traceback of errors."),
 ) -> None:
-    _state["debug"] = debug
+    """--debug is read by main(), which decides how errors are shown."""
 
 
 class Listable(str, Enum):

@@ -22,13 +22,13 @@ from transferlab.models.base import Classifier, check_X, check_y
 
 @dataclass
 class PoisoningResult:
-    """Per poisoning point: the validation loss before and after its optimisation (first pass start, last pass
-    end), and the ascent iterations spent on it."""
+    """Per poisoning point: the validation loss just before its first optimisation and just after its last one,
+    the ascent iterations spent on it, and the index of the training point it started from (label flipped)."""
 
     objective_before: np.ndarray
     objective_after: np.ndarray
     iterations: np.ndarray
-    initial_points: np.ndarray
+    initial_indices: np.ndarray
     passes: int
     validation_loss_clean: float
     validation_loss_poisoned: float
@@ -91,6 +91,7 @@ class Poisoning:
         clean = family.validation_loss(family.fit(X_train, y_train), X_val, y_val)
         current = family.validation_loss(family.fit(X_all, y_all), X_val, y_val)
         before = np.full(self.n_points, np.nan)
+        after = np.full(self.n_points, np.nan)
         iterations = np.zeros(self.n_points, dtype=int)
         steps = np.full(self.n_points, max_step)
         passes = 0
@@ -119,9 +120,9 @@ class Poisoning:
                     X_all[c], current = candidates[best], float(values[best])
                     # reuse a step that worked, allowing it to grow again next time
                     steps[k] = min(max_step, 2 * etas[best])
+                after[k] = current
             if current - start_of_pass <= self.tol:
                 break
         X_p = X_all[n:]
-        self.result_ = PoisoningResult(before, np.full(self.n_points, current), iterations, X_train[chosen].copy(),
-                                       passes, clean, current)
+        self.result_ = PoisoningResult(before, after, iterations, chosen, passes, clean, current)
         return X_p.copy(), y_p.copy()

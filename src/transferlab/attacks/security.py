@@ -15,7 +15,7 @@ from transferlab.models.base import Classifier, check_X
 class SecurityCurve:
     eps: list[float]
     error: list[float]
-    results: list[AttackResult] = field(default_factory=list, repr=False)
+    results: list[AttackResult | None] = field(default_factory=list, repr=False)  # None at ε = 0 (no attack)
 
 
 def security_curve(attack: EvasionAttack, model: Classifier, X: Any, y: Any, eps: Sequence[float],
@@ -31,8 +31,7 @@ def security_curve(attack: EvasionAttack, model: Classifier, X: Any, y: Any, eps
     for e in eps:
         current = attack.with_eps(e)
         if e == 0:
-            result_error = float(np.mean(model.predict(X) != np.asarray(y)))
-            errors.append(result_error)
+            errors.append(float(np.mean(model.predict(X) != np.asarray(y))))
             results.append(None)
             continue
         current.run(model, X, y, init=previous if warm_start else None)
