@@ -13,7 +13,13 @@ import yaml
 
 from transferlab import attacks, models
 from transferlab.experiments.config import load_config, parse_config, preset_names
-from transferlab.experiments.runner import run_experiment
+from transferlab.experiments import runner
+from transferlab.report import build_report
+
+
+def run_experiment(config, out, **kwargs):
+    """Run and build the report, as the CLI does."""
+    return build_report(runner.run_experiment(config, out, **kwargs))
 
 TINY = {
     "name": "tiny",
@@ -71,11 +77,11 @@ def test_tiny_run_produces_every_output(tiny_run):
 
 def test_white_box_diagonal_equals_the_security_curve_and_self_alignment_is_one(tiny_run):
     config = parse_config(TINY)
-    from transferlab.experiments import cells
+    from transferlab.experiments import common, evasion
 
-    split = cells._split(str(tiny_run), 1)
+    split = common.load_split(config, 1)
     model = models.load(tiny_run / "models/r1/target/svm_rbf_h")
-    attack = cells.make_attack(config, 1.0)
+    attack = evasion.make_attack(config, 1.0)
     curve = attacks.security_curve(attack, model, split.test.X, split.test.y, eps=config.attack.eps)
     rows = [r for r in read_csv(tiny_run / "results.csv") if r["setting"] == "white-box" and r["target"] == "svm_rbf_h"
             and r["repetition"] == "1"]
@@ -97,8 +103,6 @@ def test_metrics_are_finite_where_defined(tiny_run):
 
 def test_report_rebuilds_from_the_store_alone(tiny_run, tmp_path):
     import shutil
-
-    from transferlab.report import build_report
 
     copy = tmp_path / "copy"
     copy.mkdir()
@@ -260,3 +264,13 @@ def test_bad_poisoning_configs(change, message):
 
     with pytest.raises(ConfigError, match=message):
         parse_config({**POISON_TINY, **change})
+
+
+@pytest.mark.parametrize("kind", ["evasion", "poisoning"])
+def test_engine_results_equal_the_recorded_golden_results(tmp_path, kind):
+    """Results recorded before the engine refactor (tests/golden): the refactor keeps every result identical."""
+    golden = Path(__file__).parent / "golden"
+    out = tmp_path / kind
+    run_experiment(load_config(str(golden / f"{kind}.yaml")), out, show_progress=False)
+    for table in ("results", "metrics"):
+        assert read_csv(out / f"{table}.csv") == read_csv(golden / f"{kind}_{table}.csv"), table

@@ -77,10 +77,12 @@ def run(
     from transferlab.experiments.config import load_config
     from transferlab.experiments.runner import run_experiment
 
+    from transferlab.report import build_report
+
     cfg = load_config(config, data_path=data, device=device)
-    report = run_experiment(cfg, out or Path("runs") / cfg.name, workers=workers, executor=executor,
-                            scheduler=scheduler, force=force)
-    console.print(f"report: {report}")
+    run_dir = run_experiment(cfg, out or Path("runs") / cfg.name, workers=workers, executor=executor,
+                             scheduler=scheduler, force=force)
+    console.print(f"report: {build_report(run_dir)}")
 
 
 @app.command()

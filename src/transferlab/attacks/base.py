@@ -59,7 +59,8 @@ class EvasionAttack:
     norm : 1, 2 or "inf" — the distance of the budget ‖x′ − x‖_p ≤ eps.
     eps : the budget ε (≥ 0).
     lb, ub : box bounds (scalars or per-feature arrays; None = unbounded). The paper uses [0, 1] pixels.
-    constraints : extra pieces (FeatureAdditionOnly(), Binary(), Mask(m)) intersected with the ball and box.
+    constraints : extra pieces (FeatureAdditionOnly(), Binary(), Mask(m), Quantize(255)) intersected with the
+        ball and box (see :func:`transferlab.attacks.threat_model` to build them from a config's names).
     objective : what to maximise (default: untargeted margin loss).
     """
 
@@ -101,6 +102,7 @@ class EvasionAttack:
                                                                        device=x0.device), x0)
         objective_start = self.objective.value(model, x0, labels)
         x_adv, iterations = self._attack(model, x0, labels, start, domain) if x0.shape[0] else (x0, torch.zeros(0))
+        x_adv = domain.quantize(x_adv, x0)
         final = self.objective.value(model, x_adv, labels)
         self.result_ = AttackResult(
             x_adv=x_adv.cpu().numpy(),

@@ -18,6 +18,10 @@ every box-like piece, x0 ∈ [L, U]):
 - Binary: round to {0, 1} inside [L, U]; with an ℓ1 (= Hamming) budget k, keep the k flips with the largest
   |z − x0| among those that rounding asks for (the exact projection onto that discrete set).
 - Mask: fixed features keep their x0 value (their bounds become [x0, x0]).
+- Quantize(levels): crafted points are moved onto the data's grid {0, 1/levels, ..., 1} (8-bit images: 255) once
+  the attack ends (:meth:`Intersection.quantize`): each coordinate is rounded to the nearest level, and a row that
+  rounding pushes out of the ball is rounded towards x0 instead, which can only shrink every |x − x0|, so the point
+  stays inside Φ(x0) (x0 itself lies on the grid).
 """
 
 from __future__ import annotations
@@ -135,6 +139,18 @@ class Mask(Constraint):
     mask: Any
 
 
+@dataclass(frozen=True)
+class Quantize(Constraint):
+    """Crafted points lie on the grid of multiples of 1/``levels`` (e.g. 255 for 8-bit images), applied once
+    when the attack ends; see :meth:`Intersection.quantize`."""
+
+    levels: int
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.levels, int) and self.levels >= 1):
+            raise ConfigError(f"quantize must be a whole number of levels >= 1 (e.g. 255), got {self.levels!r}")
+
+
 class Intersection(Constraint):
     """The intersection of pieces, with the exact projection described in the module docstring. At most one
     ball; box-like pieces (Box, FeatureAdditionOnly, Mask) combine into per-sample bounds [L, U]."""
@@ -146,6 +162,10 @@ class Intersection(Constraint):
             raise ConfigError("at most one distance ball per domain")
         self.ball = balls[0] if balls else None
         self.binary = any(isinstance(c, Binary) for c in pieces)
+        grids = [c.levels for c in pieces if isinstance(c, Quantize)]
+        if len(set(grids)) > 1:
+            raise ConfigError("at most one quantisation grid per domain")
+        self.levels = grids[0] if grids else None
 
     def __repr__(self) -> str:
         return " & ".join(repr(p) for p in self.pieces) or "Intersection()"
@@ -230,6 +250,22 @@ class Intersection(Constraint):
         room = k - keep.sum(1, keepdim=True)
         keep |= ties & (ties.cumsum(1) <= room)
         return torch.where(keep.reshape(z.shape), rounded, x0b)
+
+    def quantize(self, x: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        """x on the grid of multiples of 1/levels and still inside Φ(x0) (x0 on the grid; x inside Φ(x0)).
+
+        Nearest rounding first; rows that it pushes out of Φ(x0) are rounded towards x0 instead, coordinate by
+        coordinate, which never increases |x_i − x0_i| and keeps x_i between x0_i and its feasible value: inside
+        every ball, box, feature-addition and mask constraint. Without a Quantize piece, x is returned as it is."""
+        if self.levels is None:
+            return x
+        q = float(self.levels)
+        nearest = torch.round(x * q) / q
+        x0_grid = torch.round(x0 * q) / q
+        delta = (x - x0_grid) * q
+        toward = x0_grid + torch.where(delta >= 0, torch.floor(delta + 1e-9), torch.ceil(delta - 1e-9)) / q
+        inside = self.contains(nearest, x0, tol=1e-9)
+        return torch.where(inside.reshape(-1, *([1] * (x.dim() - 1))), nearest, toward)
 
     def contains(self, x: torch.Tensor, x0: torch.Tensor, tol: float = 1e-6) -> torch.Tensor:
         lb, ub = self.bounds(x0)

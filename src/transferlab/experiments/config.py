@@ -9,7 +9,7 @@ import hashlib
 import json
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -22,9 +22,14 @@ class Strict(BaseModel):
 
 
 class DatasetConfig(Strict):
+    """``name`` and ``options`` go to :func:`transferlab.datasets.load`; ``path`` is the data's file or folder.
+    ``select_features: k`` keeps the top-k features by |P(x=1 | class 1) − P(x=1 | class 0)|, computed on each
+    repetition's target training part only (the DREBIN authors' selection; feature names are kept)."""
+
     name: str = "mnist89"
     path: Optional[str] = None
     options: dict[str, Any] = Field(default_factory=dict)
+    select_features: Optional[int] = Field(default=None, ge=1)
 
 
 class SplitConfig(Strict):
@@ -35,11 +40,22 @@ class SplitConfig(Strict):
 
 
 class AttackConfig(Strict):
-    """The attack. Evasion: ``kind`` (pgd_line_search, pgd, fgsm, mifgsm), ``norm``, the budgets ``eps``. Poisoning:
-    ``kind: poisoning`` and ``fractions``, the poisoning points as fractions of the target's training set. Both: the
-    box ``lb``/``ub`` and ``solver`` settings passed to the attack (e.g. max_iter, tol, double_init, max_passes)."""
+    """The attack and its threat model, as data.
 
-    kind: Literal["pgd_line_search", "pgd", "fgsm", "mifgsm", "poisoning"] = "pgd_line_search"
+    Evasion: ``kind`` (a name of :data:`transferlab.attacks.EVASION_ATTACKS`), ``norm``, the budgets ``eps``.
+    Poisoning: ``kind: poisoning`` and ``fractions``, the poisoning points as fractions of the target's training
+    set. Both: the box ``lb``/``ub`` and ``solver`` settings passed to the attack (e.g. max_iter, tol, max_passes).
+
+    Threat-model pieces (evasion): ``feature_addition`` (x′ ⪰ x0: features may only be added), ``binary``
+    (x′ ∈ {0, 1}^d; goes with norm 1, ε = number of changed features), ``manipulable`` (feature-name prefixes of
+    the features the attacker may change; the others stay fixed), ``attack_class`` (attack only the test points of
+    this class, by name or label, e.g. ``malware``), ``quantize`` (crafted points rounded onto the grid of
+    multiples of 1/quantize, e.g. 255 for 8-bit images, staying inside Φ), and ``double_init`` (the models — as
+    surrogates or white-box targets — for which Algorithm 1 also starts from the source model's own training point
+    that it scores most confidently in another class, keeping the better result per point; the paper does this for
+    nonlinear models)."""
+
+    kind: Literal["pgd_line_search", "pgd", "fgsm", "mifgsm", "feature_addition", "poisoning"] = "pgd_line_search"
     norm: Literal["1", "2", "inf"] = "2"
     eps: list[float] = Field(default_factory=list)
     fractions: list[float] = Field(default_factory=list)
@@ -47,6 +63,12 @@ class AttackConfig(Strict):
     ub: Optional[float] = 1.0
     loss: Literal["margin", "cross_entropy"] = "margin"
     solver: dict[str, Any] = Field(default_factory=dict)
+    feature_addition: bool = False
+    binary: bool = False
+    manipulable: Optional[list[str]] = Field(default=None, min_length=1)
+    attack_class: Optional[Union[int, str]] = None
+    quantize: Optional[int] = Field(default=None, ge=1)
+    double_init: list[str] = Field(default_factory=list)
 
     @field_validator("norm", mode="before")
     @classmethod
@@ -75,11 +97,29 @@ class AttackConfig(Strict):
             raise ValueError("a poisoning attack needs fractions, e.g. [0.05, 0.1, 0.2]")
         if self.kind != "poisoning" and not self.eps:
             raise ValueError("an evasion attack needs eps, the list of budgets, e.g. [0, 0.5, 1, 2]")
+        if (self.binary or self.kind == "feature_addition") and self.norm != "1":
+            raise ValueError("binary features are attacked with an l1 budget (eps = number of changed features): "
+                             "set norm: 1")
+        if self.kind == "poisoning" and (self.feature_addition or self.binary or self.manipulable or
+                                         self.attack_class is not None or self.quantize or self.double_init):
+            raise ValueError("feature_addition, binary, manipulable, attack_class, quantize and double_init are "
+                             "evasion settings; a poisoning attack takes the box lb/ub only")
+        if "double_init" in self.solver:
+            raise ValueError("set double_init as attack.double_init: [model names] (the source model's training "
+                             "data is the pool), not in attack.solver")
         return self
 
     @property
     def budgets(self) -> list[float]:
         return [0.0, *self.fractions] if self.kind == "poisoning" else self.eps
+
+
+class DetectorConfig(Strict):
+    """How a target decides. ``fpr``: each target's threshold is set on its clean scores of the negative class
+    (the class not attacked) in its training data so that its false-positive rate is ``fpr`` (e.g. 0.01, the
+    paper's DREBIN operating point); without it, the model's own decision (argmax of its scores)."""
+
+    fpr: Optional[float] = Field(default=None, gt=0, lt=1)
 
 
 class VarianceConfig(Strict):
@@ -108,6 +148,7 @@ class ExperimentConfig(Strict):
     white_box: bool = True
     model_overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)
     attack: AttackConfig
+    detector: DetectorConfig = Field(default_factory=DetectorConfig)
     variance: VarianceConfig = Field(default_factory=VarianceConfig)
     nn_sweep: Optional[SweepConfig] = None
     keep_points: bool = True
@@ -150,12 +191,18 @@ class ExperimentConfig(Strict):
         for name in self.model_overrides:
             if name not in MODELS:
                 raise ValueError(f"model_overrides: unknown model {name!r}")
+        for name in self.attack.double_init:
+            if name not in self.surrogates and name not in self.targets:
+                raise ValueError(f"attack.double_init: {name!r} is neither a surrogate nor a target of this config")
+        if self.detector.fpr is not None and self.kind == "poisoning":
+            raise ValueError("detector.fpr applies to evasion experiments")
         return self
 
     def identity_hash(self) -> str:
-        """Hash of everything that changes results (not the data folder's location)."""
-        data = self.model_dump(mode="json")
-        data["dataset"].pop("path", None)
+        """Hash of everything that changes results (not the data folder's location). Fields left at their
+        defaults are not part of it, so a field added in a later version does not change the identity of a run."""
+        data = self.model_dump(mode="json", exclude_defaults=True)
+        data.get("dataset", {}).pop("path", None)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -18,6 +18,10 @@ from transferlab.errors import ConfigError, DataError
 from transferlab.models.losses import get_loss
 
 
+#: most matrix elements densified at once when scoring sparse rows
+SPARSE_BLOCK_ELEMENTS = 1 << 23
+
+
 class NotDifferentiableError(TypeError):
     """The model has no input gradient (e.g. a random forest): attack it through a differentiable surrogate."""
 
@@ -29,9 +33,15 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return device
 
 
-def check_X(X: Any, name: str = "X") -> np.ndarray:
-    """X as a 2-D float64 ndarray, with a clear error for NaN/inf or a wrong shape."""
+def check_X(X: Any, name: str = "X", allow_sparse: bool = False) -> Any:
+    """X as a 2-D float64 ndarray (or, with ``allow_sparse``, a scipy CSR matrix kept sparse), with a clear error
+    for NaN/inf or a wrong shape."""
     if sp.issparse(X):
+        if allow_sparse:
+            X = sp.csr_matrix(X, dtype=np.float64)
+            if not np.all(np.isfinite(X.data)):
+                raise DataError(f"{name} holds NaN or infinite values")
+            return X
         X = X.toarray()
     if isinstance(X, torch.Tensor):
         X = X.detach().cpu().numpy()
@@ -62,6 +72,9 @@ class Classifier:
     """
 
     differentiable = True
+    #: whether ``_fit`` takes a scipy CSR matrix as it is (scikit-learn's linear, kernel and forest models do);
+    #: other models get the rows densified
+    accepts_sparse = False
     #: dtype of the torch computation; scikit-learn models use float64 so scores match scikit-learn's exactly
     dtype: torch.dtype = torch.float64
 
@@ -83,7 +96,7 @@ class Classifier:
 
     # ---- fitting -----------------------------------------------------------------------------------------
     def fit(self, X: Any, y: Any) -> Classifier:
-        X = check_X(X)
+        X = check_X(X, allow_sparse=self.accepts_sparse)
         y = check_y(y, X.shape[0])
         classes = np.unique(y)
         if classes.size < 2 or not np.array_equal(classes, np.arange(classes.size)):
@@ -110,6 +123,7 @@ class Classifier:
         raise NotImplementedError
 
     def as_tensor(self, X: Any) -> torch.Tensor:
+        """X (ndarray, tensor, or scipy sparse: densified) as a tensor on the model's device and dtype."""
         if isinstance(X, torch.Tensor):
             return X.to(device=self.torch_device, dtype=self.dtype)
         return torch.as_tensor(check_X(X), dtype=self.dtype, device=self.torch_device)
@@ -117,6 +131,12 @@ class Classifier:
     def decision_function(self, X: Any) -> np.ndarray:
         """Scores of shape (n_samples, n_classes), as float64."""
         self._check_fitted()
+        if sp.issparse(X):
+            # sparse rows are densified a block at a time (bounded memory), never the whole matrix
+            X = check_X(X, allow_sparse=True)
+            rows = max(1, min(self.batch_size, SPARSE_BLOCK_ELEMENTS // max(1, X.shape[1])))
+            blocks = [self.decision_function(X[i:i + rows].toarray()) for i in range(0, X.shape[0], rows)]
+            return np.vstack(blocks) if blocks else np.zeros((0, self.n_classes_))
         Xt = self.as_tensor(X)
         with torch.no_grad():
             parts = [self.scores(Xt[i:i + self.batch_size]) for i in range(0, Xt.shape[0], self.batch_size)]

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 from sklearn.ensemble import RandomForestClassifier
 
-from transferlab.models.base import Classifier
+from transferlab.models.base import SPARSE_BLOCK_ELEMENTS, Classifier
 
 
 class RandomForest(Classifier):
@@ -14,6 +15,7 @@ class RandomForest(Classifier):
     crafted on a surrogate (``input_gradient`` raises :class:`NotDifferentiableError`)."""
 
     differentiable = False
+    accepts_sparse = True
 
     def __init__(self, n_estimators: int = 100, max_depth: int | None = None, seed: int = 0, n_jobs: int = 1,
                  device: str = "cpu", batch_size: int = 4096) -> None:
@@ -41,6 +43,10 @@ class RandomForest(Classifier):
     def decision_function(self, X) -> np.ndarray:
         """Mean over trees of the leaf class frequencies (equals scikit-learn's ``predict_proba``)."""
         self._check_fitted()
+        if sp.issparse(X):
+            rows = max(1, SPARSE_BLOCK_ELEMENTS // max(1, X.shape[1]))
+            return np.vstack([self.decision_function(X[i:i + rows].toarray()) for i in range(0, X.shape[0], rows)]
+                             or [np.zeros((0, self.n_classes_))])
         # scikit-learn compares float32 features with the thresholds; do the same so the splits agree exactly
         X = np.asarray(X.detach().cpu() if isinstance(X, torch.Tensor) else X, dtype=np.float32)
         node = np.broadcast_to(self.roots_, (X.shape[0], self.roots_.size)).copy()

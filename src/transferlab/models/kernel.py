@@ -25,16 +25,18 @@ def kernel_parameters(estimator: Any) -> tuple[np.ndarray, np.ndarray, np.ndarra
             alpha[start:start + s.shape[0], k] = a[:, 1]
             start += s.shape[0]
         return sv, alpha, np.array([p[2][1] for p in parts])
-    sv = np.asarray(estimator.support_vectors_, dtype=np.float64)
-    if hasattr(sv, "toarray"):
-        sv = sv.toarray()
-    dual = np.asarray(estimator.dual_coef_, dtype=np.float64).reshape(-1)
+    sv = estimator.support_vectors_
+    sv = np.asarray(sv.toarray() if hasattr(sv, "toarray") else sv, dtype=np.float64)
+    dual = estimator.dual_coef_
+    dual = np.asarray(dual.toarray() if hasattr(dual, "toarray") else dual, dtype=np.float64).reshape(-1)
     alpha = np.c_[np.zeros_like(dual), dual]
     return sv, alpha, np.r_[0.0, float(np.asarray(estimator.intercept_).reshape(-1)[0])]
 
 
 class KernelSVM(Classifier):
     """SVM with RBF kernel exp(−γ‖x − x'‖²), penalty C; one-vs-rest for more than two classes."""
+
+    accepts_sparse = True
 
     def __init__(self, C: float = 1.0, gamma: float = 0.01, device: str = "cpu", batch_size: int = 2048) -> None:
         super().__init__(device, batch_size)

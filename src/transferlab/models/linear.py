@@ -40,6 +40,8 @@ def linear_parameters(estimator: Any) -> tuple[np.ndarray, np.ndarray]:
 class LinearClassifier(Classifier):
     """Base of the scikit-learn-trained linear models; ``estimator_`` keeps the fitted scikit-learn object."""
 
+    accepts_sparse = True
+
     def _make_estimator(self, n_classes: int) -> Any:
         raise NotImplementedError
 
@@ -98,4 +100,5 @@ class Ridge(LinearClassifier):
         self.alpha = alpha
 
     def _make_estimator(self, n_classes: int) -> Any:
-        return RidgeClassifier(alpha=self.alpha)
+        # dense data: the closed-form (Cholesky) solver; sparse data: conjugate gradient, run to a tight tolerance
+        return RidgeClassifier(alpha=self.alpha, tol=1e-10)

@@ -1,0 +1,183 @@
+"""What every experiment kind shares: the cell key, a cell's output, the run's data (loaded, split and feature-
+selected once per process), model creation with the config's overrides, and atomic writes of models and points.
+
+A cell is a pure function of (config, cell key): the parsed config travels to the worker as an argument, no cell
+reads the YAML again, and each cell runs with one torch and one BLAS thread, so results do not depend on how many
+cells run side by side.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from transferlab import datasets, models
+from transferlab.experiments.config import ExperimentConfig
+from transferlab.experiments.store import sha256_file
+
+WHITE_BOX, TRANSFER = "white-box", "transfer"
+
+
+@dataclass(frozen=True)
+class Cell:
+    """The key of one unit of work. Its ``cell_id`` names it in the store (a finished cell is skipped on resume)."""
+
+    stage: str
+    repetition: int
+    model: str
+    role: str = ""              # train: "target" or "surrogate"; craft: WHITE_BOX or TRANSFER
+    fraction: float = 1.0       # surrogate data fraction (train and transfer cells)
+    draw: int = 0               # resample index of a surrogate (0: the surrogate itself)
+    weight_decay: float = 0.0   # sweep cells
+    poison_fraction: float = 0.0  # poisoning craft cells: poisoning points as a fraction of the training set
+
+    @property
+    def cell_id(self) -> str:
+        if self.stage == "train" and self.role == "target":
+            return f"train/r{self.repetition}/target/{self.model}"
+        if self.stage == "train":
+            return f"train/r{self.repetition}/surrogate/{self.model}/f{self.fraction:g}/d{self.draw}"
+        if self.stage == "craft":
+            suffix = "" if self.role == WHITE_BOX else f"/f{self.fraction:g}"
+            poison = f"/p{self.poison_fraction:g}" if self.poison_fraction else ""
+            return f"craft/r{self.repetition}/{self.role}/{self.model}{suffix}{poison}"
+        return f"sweep/r{self.repetition}/wd{self.weight_decay:g}"
+
+
+@dataclass
+class CellOutput:
+    cell_id: str
+    stage: str
+    seconds: float
+    files: dict[str, str]
+    info: dict[str, Any]
+    rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+
+def train_cells(config: ExperimentConfig, surrogate_draws: int) -> list[Cell]:
+    """Train cells: every target on the target data, and every surrogate on each data fraction, draw 0 being the
+    surrogate itself and draws 1..surrogate_draws−1 the resampled surrogates for V."""
+    reps = range(config.repetitions)
+    cells = [Cell("train", r, t, "target") for r in reps for t in config.targets]
+    cells += [Cell("train", r, s, "surrogate", f, d) for r in reps for s in config.surrogates
+              for f in config.surrogate_fractions for d in range(surrogate_draws)]
+    return cells
+
+
+def model_folder(cell: Cell) -> str:
+    """Where a train cell saves its model, relative to the run folder."""
+    return "models/" + cell.cell_id.removeprefix("train/")
+
+
+# ---- the run's data, once per process ----------------------------------------------------------------------
+_CACHE: OrderedDict[tuple, Any] = OrderedDict()
+_CACHE_SIZE = 4
+
+
+def _cached(key: tuple, make):
+    if key in _CACHE:
+        _CACHE.move_to_end(key)
+        return _CACHE[key]
+    value = make()
+    _CACHE[key] = value
+    while len(_CACHE) > _CACHE_SIZE:
+        _CACHE.popitem(last=False)
+    return value
+
+
+def clear_cache() -> None:
+    _CACHE.clear()
+
+
+def _data_key(config: ExperimentConfig) -> tuple:
+    return (config.dataset.name, config.dataset.path, json.dumps(config.dataset.options, sort_keys=True))
+
+
+def load_dataset(config: ExperimentConfig) -> datasets.Dataset:
+    """The config's dataset (loaded once per process)."""
+    def make() -> datasets.Dataset:
+        options = dict(config.dataset.options)
+        if config.dataset.path is not None:
+            options["path"] = config.dataset.path
+        return datasets.load(config.dataset.name, **options)
+
+    return _cached(("dataset", *_data_key(config)), make)
+
+
+def load_split(config: ExperimentConfig, repetition: int) -> datasets.Split:
+    """The parts of one repetition; with ``dataset.select_features`` every part keeps the top-k features chosen on
+    the target training part."""
+    c = config
+
+    def make() -> datasets.Split:
+        parts = datasets.split(load_dataset(c), c.split.n_target, c.split.n_surrogate, c.split.n_test,
+                               c.split.n_validation, repetition=repetition, seed=c.seed)
+        if c.dataset.select_features is None:
+            return parts
+        from transferlab.datasets.selection import select_features
+
+        columns = select_features(parts.target, c.dataset.select_features)
+        keep = lambda d: None if d is None else d.select_columns(columns)  # noqa: E731
+        return datasets.Split(keep(parts.target), keep(parts.surrogate), keep(parts.test), keep(parts.validation),
+                              parts.repetition, parts.seed)
+
+    key = ("split", *_data_key(c), c.dataset.select_features, c.split.model_dump_json(), c.seed, repetition)
+    return _cached(key, make)
+
+
+def create_model(config: ExperimentConfig, name: str, repetition: int, draw: int = 0, **extra: Any) -> models.Classifier:
+    """A registry model with the config's overrides and device; seeded models get a seed per repetition/draw."""
+    overrides = {**config.model_overrides.get(name, {}), **extra}
+    model = models.create(name, **overrides)
+    model.device = config.device
+    if hasattr(model, "seed"):
+        model.seed = config.seed * 100_003 + repetition * 101 + draw
+    for key in ("channels", "hidden"):
+        if hasattr(model, key) and isinstance(getattr(model, key), list):
+            setattr(model, key, tuple(getattr(model, key)))
+    return model
+
+
+def save_model(model: models.Classifier, run_dir: Path, rel: str,
+               extra: dict[str, Any] | None = None) -> dict[str, str]:
+    """Save a fitted model under a temporary name and rename it into place; ``extra`` goes to ``extra.json`` in
+    the same folder (e.g. a detector threshold). Returns {relative path: sha256} of the files written."""
+    final = run_dir / rel
+    tmp = final.with_name(final.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    models.save(model, tmp)
+    names = ["spec.json", "weights.safetensors"]
+    if extra is not None:
+        (tmp / "extra.json").write_text(json.dumps(extra))
+        names.append("extra.json")
+    shutil.rmtree(final, ignore_errors=True)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(tmp, final)
+    return {f"{rel}/{name}": sha256_file(final / name) for name in names}
+
+
+def load_model(run_dir: Path, cell: Cell, device: str) -> models.Classifier:
+    return models.load(run_dir / model_folder(cell), device=device)
+
+
+def load_extra(run_dir: Path, cell: Cell) -> dict[str, Any]:
+    path = run_dir / model_folder(cell) / "extra.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def save_points(run_dir: Path, cell: Cell, **arrays: np.ndarray) -> dict[str, str]:
+    """Write a craft cell's points as a compressed npz (temporary name, then rename); returns {path: sha256}."""
+    rel = "points/" + cell.cell_id.removeprefix("craft/").replace("/", "_") + ".npz"
+    final = run_dir / rel
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(final.name + f".tmp{os.getpid()}.npz")
+    np.savez_compressed(tmp, **arrays)
+    os.replace(tmp, final)
+    return {rel: sha256_file(final)}

@@ -1,0 +1,223 @@
+"""Evasion experiments (paper Section 5.1): plan and cells.
+
+Stages (each depends only on earlier ones):
+1. ``train``: fit one model (a target on the target data; a surrogate on a fraction of the surrogate data, draw 0
+   being the surrogate itself and draws 1.. the resampled surrogates for V) and save it. With ``detector.fpr`` a
+   target also gets its threshold, set on its clean scores of the negative class in its training data.
+2. ``craft``: craft the attacks for every budget on one source model (a surrogate: *transfer*; a target:
+   *white-box*), then evaluate every target on them: error (the evasion rate when one class is attacked), S, R,
+   and V of the surrogate.
+3. ``sweep``: the Fig. 3 weight-decay sweep of the MLP (when the config asks for it).
+
+The threat model comes from the config's ``attack`` section through the attack registry; nothing here is
+specific to a dataset.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from transferlab import attacks, datasets, metrics, models
+from transferlab.attacks.constraints import dual_norm, parse_norm
+from transferlab.errors import ConfigError, DataError
+from transferlab.experiments.common import (TRANSFER, WHITE_BOX, Cell, create_model, load_dataset, load_extra,
+                                            load_model, load_split, model_folder, save_model, save_points,
+                                            train_cells)
+from transferlab.experiments.config import ExperimentConfig
+
+
+def plan(config: ExperimentConfig) -> list[list[Cell]]:
+    """The cells of each stage, in a fixed order."""
+    reps = range(config.repetitions)
+    train = train_cells(config, config.variance.n_surrogates)
+    craft = [Cell("craft", r, s, TRANSFER, f) for r in reps for s in config.surrogates for f in config.surrogate_fractions]
+    if config.white_box:
+        craft += [Cell("craft", r, t, WHITE_BOX) for r in reps for t in config.targets
+                  if models.MODELS[t].factory.differentiable]
+    sweep = []
+    if config.nn_sweep is not None:
+        sweep = [Cell("sweep", r, "nn_h", weight_decay=wd) for r in reps for wd in config.nn_sweep.weight_decays]
+    return [stage for stage in (train, craft, sweep) if stage]
+
+
+def check_data(config: ExperimentConfig) -> None:
+    """Problems of the config with the data that would otherwise surface inside a cell: raised before any work."""
+    dataset = load_dataset(config)
+    attacked_label(config, dataset)
+    if config.detector.fpr is not None and dataset.n_classes != 2:
+        raise ConfigError(f"detector.fpr needs a two-class problem; {dataset.name!r} has {dataset.n_classes} classes")
+    split = load_split(config, 0)
+    manipulable(config, split.test)
+    if config.attack.binary:
+        values = split.test.X.data if sp.issparse(split.test.X) else split.test.X
+        if not np.isin(values, (0.0, 1.0)).all():
+            raise DataError(f"attack.binary is set but dataset {dataset.name!r} holds values other than 0 and 1")
+
+
+def attacked_label(config: ExperimentConfig, dataset: datasets.Dataset) -> int | None:
+    """The label of ``attack.attack_class`` (a class name or a label number), None when every point is attacked."""
+    wanted = config.attack.attack_class
+    if wanted is None:
+        return None
+    names = [str(c) for c in dataset.classes]
+    if str(wanted) in names:
+        return names.index(str(wanted))
+    if isinstance(wanted, int) and 0 <= wanted < len(names):
+        return wanted
+    raise ConfigError(f"config field 'attack.attack_class': {wanted!r} is not a class of dataset "
+                      f"{dataset.name!r}; its classes are {', '.join(names)}")
+
+
+def manipulable(config: ExperimentConfig, part: datasets.Dataset) -> np.ndarray | None:
+    """The mask of features the attacker may change (``attack.manipulable`` prefixes), None for all."""
+    if config.attack.manipulable is None:
+        return None
+    return attacks.manipulable_mask(part.feature_names, config.attack.manipulable)
+
+
+def make_attack(config: ExperimentConfig, eps: float, mask: np.ndarray | None = None,
+                double_init: bool = False) -> attacks.EvasionAttack:
+    """The configured attack at budget ``eps``, with the config's threat-model pieces."""
+    a = config.attack
+    pieces = attacks.threat_model(a.feature_addition, a.binary, mask, a.quantize)
+    solver = dict(a.solver)
+    if double_init:
+        if a.kind != "pgd_line_search":
+            raise ConfigError("attack.double_init is a setting of the pgd_line_search attack")
+        solver["double_init"] = True
+    return attacks.evasion_attack(a.kind, norm=a.norm, eps=eps, lb=a.lb, ub=a.ub, constraints=pieces, loss=a.loss,
+                                  **solver)
+
+
+def dense(X: Any) -> np.ndarray:
+    """Attacked rows as a dense array (only the attacked rows are ever densified)."""
+    return X.toarray() if sp.issparse(X) else X
+
+
+# ---- the detector ----------------------------------------------------------------------------------------
+def detection_score(model: models.Classifier, X: Any) -> np.ndarray:
+    """s(x) = f_1(x) − f_0(x) of a two-class model: larger means more of class 1."""
+    scores = model.decision_function(X)
+    return scores[:, 1] - scores[:, 0]
+
+
+def fpr_threshold(model: models.Classifier, X_negative: Any, fpr: float) -> float:
+    """The threshold t with s(x) > t read as the positive class, such that at most ``fpr`` of the negative
+    training points lie above it (the empirical (1 − fpr)-quantile, taken at an observed score)."""
+    s = np.sort(detection_score(model, X_negative))
+    if s.size == 0:
+        raise DataError("detector.fpr needs negative-class points in the target's training data")
+    k = int(np.ceil((1 - fpr) * s.size)) - 1
+    return float(s[min(max(k, 0), s.size - 1)])
+
+
+def decide(model: models.Classifier, X: Any, threshold: float | None, positive: int) -> np.ndarray:
+    """Predicted labels: the model's own decision, or ``positive`` where s(x) > threshold (two classes)."""
+    if threshold is None:
+        return model.predict(X)
+    s = detection_score(model, X)
+    if positive == 1:
+        return np.where(s > threshold, 1, 0)
+    return np.where(-s > threshold, 0, 1)
+
+
+# ---- cells -----------------------------------------------------------------------------------------------
+def run_cell(run_dir: Path, config: ExperimentConfig, cell: Cell):
+    return {"train": train, "craft": craft, "sweep": sweep}[cell.stage](run_dir, config, cell)
+
+
+def train(run_dir: Path, config: ExperimentConfig, cell: Cell):
+    split = load_split(config, cell.repetition)
+    data = split.target if cell.role == "target" else split.surrogate_subsample(cell.fraction, cell.draw)
+    model = create_model(config, cell.model, cell.repetition, cell.draw).fit(data.X, data.y)
+    info: dict[str, Any] = {"n_train": len(data)}
+    extra = None
+    if cell.role == "target" and config.detector.fpr is not None:
+        positive = _positive(config)
+        threshold = fpr_threshold(model, data.X[data.y != positive], config.detector.fpr)
+        negatives = split.test.y != positive
+        info["test_fpr"] = float(np.mean(decide(model, split.test.X[negatives], threshold, positive) == positive))
+        info["threshold"] = threshold
+        extra = {"threshold": threshold, "positive": positive}
+    files = save_model(model, run_dir, model_folder(cell), extra)
+    info["test_accuracy"] = float(np.mean(model.predict(split.test.X) == split.test.y))
+    return files, {"n_train": info.pop("n_train"), **info}, {}
+
+
+def _positive(config: ExperimentConfig) -> int:
+    label = attacked_label(config, load_dataset(config))
+    return 1 if label is None else label
+
+
+def craft(run_dir: Path, config: ExperimentConfig, cell: Cell):
+    split = load_split(config, cell.repetition)
+    label = attacked_label(config, load_dataset(config))
+    test = split.test if label is None else split.test.subset(np.flatnonzero(split.test.y == label))
+    X, y = dense(test.X), test.y
+    mask = manipulable(config, split.test)
+    loss, q = config.attack.loss, dual_norm(parse_norm(config.attack.norm))
+    if cell.role == WHITE_BOX:
+        source_cell = Cell("train", cell.repetition, cell.model, "target")
+        source_data, target_names, fraction = split.target, [cell.model], None
+    else:
+        source_cell = Cell("train", cell.repetition, cell.model, "surrogate", cell.fraction, 0)
+        source_data, target_names, fraction = split.surrogate_subsample(cell.fraction), config.targets, cell.fraction
+    source = load_model(run_dir, source_cell, config.device)
+    double_init = cell.model in config.attack.double_init
+    crafted = {}
+    for eps in config.attack.eps:
+        if eps == 0:
+            crafted[eps] = X
+            continue
+        attack = make_attack(config, eps, mask, double_init)
+        if double_init:
+            crafted[eps] = attack.run(source, X, y, init_pool=dense(source_data.X))
+        else:
+            crafted[eps] = attack.run(source, X, y)
+    source_grad = source.input_gradient(X, y, loss)
+    variance = float("nan")
+    if cell.role == TRANSFER:
+        draws = [source] + [load_model(run_dir, Cell("train", cell.repetition, cell.model, "surrogate", cell.fraction,
+                                                     d), config.device) for d in range(1, config.variance.n_surrogates)]
+        variance = metrics.loss_variance(np.stack([m.loss(X, y, loss) for m in draws]))
+    results, metric_rows = [], []
+    base = {"attack": "evasion", "repetition": cell.repetition, "surrogate": cell.model, "fraction": fraction}
+    positive = _positive(config)
+    for name in target_names:
+        target_cell = Cell("train", cell.repetition, name, "target")
+        target = source if cell.role == WHITE_BOX else load_model(run_dir, target_cell, config.device)
+        threshold = load_extra(run_dir, target_cell).get("threshold")
+        for eps, X_adv in crafted.items():
+            error = metrics.transfer_rate(decide(target, X_adv, threshold, positive), y)
+            results.append({**base, "target": name, "setting": cell.role, "budget": eps, "error": error,
+                            "n_points": len(y)})
+        if target.differentiable:
+            target_grad = source_grad if target is source else target.input_gradient(X, y, loss)
+            s_value = metrics.gradient_size(target_grad, q)
+            r_value = metrics.gradient_alignment(source_grad, target_grad)
+        else:
+            s_value = r_value = float("nan")
+        metric_rows.append({**base, "target": name, "setting": cell.role, "S": s_value, "R": r_value,
+                            "V": variance})
+    files = save_points(run_dir, cell, y=y, **{f"eps_{eps:g}": crafted[eps].astype(np.float32) for eps in crafted}) \
+        if config.keep_points else {}
+    return files, {"n_points": len(y)}, {"results": results, "metrics": metric_rows}
+
+
+def sweep(run_dir: Path, config: ExperimentConfig, cell: Cell):
+    split = load_split(config, cell.repetition)
+    X, y = dense(split.test.X), split.test.y
+    model = create_model(config, "nn_h", cell.repetition, weight_decay=cell.weight_decay)
+    model.fit(split.target.X, split.target.y)
+    eps = config.nn_sweep.eps
+    attack = make_attack(config, eps, manipulable(config, split.test))
+    attack.run(model, X, y)
+    q = dual_norm(parse_norm(config.attack.norm))
+    s_value = metrics.gradient_size(model.input_gradient(X, y, config.attack.loss), q)
+    row = {"repetition": cell.repetition, "weight_decay": cell.weight_decay, "budget": eps,
+           "error": attack.result_.error, "S": s_value}
+    return {}, {}, {"sweep": [row]}

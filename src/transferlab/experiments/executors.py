@@ -1,0 +1,73 @@
+"""Where cells run: inline, in local worker processes, or on a Dask cluster. Every executor takes the parsed
+config and the cells to run, and yields each cell's output as it finishes (in any order); the runner records it."""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import torch
+from threadpoolctl import threadpool_limits
+
+from transferlab.errors import ConfigError
+from transferlab.experiments import evasion, poisoning
+from transferlab.experiments.common import Cell, CellOutput
+from transferlab.experiments.config import ExperimentConfig
+
+#: experiment kind -> the module with its ``plan``, ``check_data`` and ``run_cell``
+KINDS = {"evasion": evasion, "poisoning": poisoning}
+
+
+def execute(run_dir: str, config: ExperimentConfig, cell: Cell) -> CellOutput:
+    """Compute one cell (in any process) with one torch and one BLAS thread; the caller records the output."""
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    with threadpool_limits(1):
+        files, info, rows = KINDS[config.kind].run_cell(Path(run_dir), config, cell)
+    return CellOutput(cell.cell_id, cell.stage, time.perf_counter() - start, files, info, rows)
+
+
+def inline(run_dir: str, config: ExperimentConfig, todo: Sequence[Cell], workers: int,
+           scheduler: str | None) -> Iterator[CellOutput]:
+    for cell in todo:
+        yield execute(run_dir, config, cell)
+
+
+def processes(run_dir: str, config: ExperimentConfig, todo: Sequence[Cell], workers: int,
+              scheduler: str | None) -> Iterator[CellOutput]:
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        futures = [pool.submit(execute, run_dir, config, cell) for cell in todo]
+        for future in as_completed(futures):
+            yield future.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def dask(run_dir: str, config: ExperimentConfig, todo: Sequence[Cell], workers: int,
+         scheduler: str | None) -> Iterator[CellOutput]:
+    """Cells on a Dask distributed cluster (``scheduler`` address; a local cluster of ``workers`` processes when
+    None). Workers must see the run folder and the data at the same paths (a shared file system)."""
+    try:
+        from distributed import Client, LocalCluster
+        from distributed import as_completed as dask_completed
+    except ImportError:
+        raise ConfigError("the dask executor needs dask[distributed]: pip install 'transferlab[dask]'") from None
+    cluster = None if scheduler else LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                                  dashboard_address=None)
+    client = Client(scheduler or cluster)
+    try:
+        futures = [client.submit(execute, run_dir, config, cell, key=cell.cell_id.replace("/", "-"), pure=False)
+                   for cell in todo]
+        for future in dask_completed(futures):
+            yield future.result()
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+EXECUTORS: dict[str, Callable[..., Iterator[CellOutput]]] = {"inline": inline, "processes": processes, "dask": dask}

@@ -1,0 +1,127 @@
+"""Poisoning experiments (paper Section 6): plan and cells.
+
+Stages: ``train`` (every target on its clean data: its error at poisoning fraction 0), then one ``craft`` cell per
+surrogate, surrogate data fraction and poisoning fraction, plus white-box cells crafted on each target that has
+implicit gradients. A craft cell poisons, retrains every target on its clean data plus the points, and scores it on
+clean test data; S and R use the validation loss in place of the point loss (paper Section 4).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from transferlab import metrics, models
+from transferlab.experiments.common import (TRANSFER, WHITE_BOX, Cell, create_model, load_split, model_folder,
+                                            save_model, save_points, train_cells)
+from transferlab.experiments.config import ExperimentConfig
+
+#: poisoning points at which S and R are computed (each needs an implicit gradient of surrogate and target)
+METRIC_POINTS = 10
+
+
+def plan(config: ExperimentConfig) -> list[list[Cell]]:
+    """Clean targets, then the craft cells (transfer, and white-box on targets with implicit gradients)."""
+    reps = range(config.repetitions)
+    train = [c for c in train_cells(config, 0) if c.role == "target"]
+    poison = config.attack.fractions
+    craft = [Cell("craft", r, s, TRANSFER, f, poison_fraction=p) for r in reps for s in config.surrogates
+             for f in config.surrogate_fractions for p in poison]
+    if config.white_box:
+        capable = [t for t in config.targets if has_family(t)]
+        craft += [Cell("craft", r, t, WHITE_BOX, 1.0, poison_fraction=p) for r in reps for t in capable for p in poison]
+    return [train, craft]
+
+
+def check_data(config: ExperimentConfig) -> None:
+    """Poisoning takes dense binary problems; checked before any work starts."""
+    load_split(config, 0)
+
+
+def has_family(name: str) -> bool:
+    from transferlab.attacks.poisoning_gradients import family_for
+    from transferlab.errors import ConfigError
+
+    try:
+        family_for(models.create(name))
+    except ConfigError:
+        return False
+    return True
+
+
+def run_cell(run_dir: Path, config: ExperimentConfig, cell: Cell):
+    return {"train": train, "craft": craft}[cell.stage](run_dir, config, cell)
+
+
+def train(run_dir: Path, config: ExperimentConfig, cell: Cell):
+    """A target on its clean data, saved, with its clean test error as the fraction-0 result."""
+    split = load_split(config, cell.repetition)
+    data = split.target
+    model = create_model(config, cell.model, cell.repetition, cell.draw).fit(data.X, data.y)
+    files = save_model(model, run_dir, model_folder(cell))
+    accuracy = float(np.mean(model.predict(split.test.X) == split.test.y))
+    rows = {"results": [{"attack": "poisoning", "repetition": cell.repetition, "surrogate": None, "fraction": None,
+                         "target": cell.model, "setting": "clean", "budget": 0.0, "error": 1 - accuracy,
+                         "n_points": len(split.test.y)}]}
+    return files, {"n_train": len(data), "test_accuracy": accuracy}, rows
+
+
+def craft(run_dir: Path, config: ExperimentConfig, cell: Cell):
+    """Craft a poisoning set on one surrogate (transfer: on its own data; white-box: on the target's data), train
+    every target on its clean training set plus the points, and score it on clean test data. S and R use the
+    validation loss in place of the point loss (paper Section 4): the implicit gradients of target and surrogate
+    at the poisoning points (first METRIC_POINTS of them); V is the variance of the validation loss over
+    surrogates trained on resampled surrogate data."""
+    from transferlab.attacks.poisoning import Poisoning
+    from transferlab.attacks.poisoning_gradients import family_for
+
+    split = load_split(config, cell.repetition)
+    poison_fraction = cell.poison_fraction
+    n_points = max(1, int(round(poison_fraction * len(split.target))))
+    X_val, y_val = split.validation.X, split.validation.y
+    if cell.role == WHITE_BOX:
+        source_data, target_names, fraction = split.target, [cell.model], None
+    else:
+        source_data, target_names, fraction = split.surrogate_subsample(cell.fraction), config.targets, cell.fraction
+    solver = dict(config.attack.solver)
+    seed = config.seed * 100_003 + cell.repetition * 101
+    surrogate = create_model(config, cell.model, cell.repetition)
+    attack = Poisoning(surrogate=surrogate, n_points=n_points, lb=config.attack.lb, ub=config.attack.ub, seed=seed,
+                       **solver)
+    X_p, y_p = attack.run(source_data.X, source_data.y, X_val, y_val)
+    family = family_for(surrogate)
+    X_src, y_src = np.vstack([source_data.X, X_p]), np.r_[source_data.y, y_p]
+    src_params = family.fit(X_src, y_src)
+    n_src = len(source_data)
+    k_points = min(METRIC_POINTS, n_points)
+    src_grads = np.stack([family.gradient(src_params, X_src, y_src, n_src + k, X_val, y_val) for k in range(k_points)])
+    variance = float("nan")
+    if cell.role == TRANSFER:
+        # the surrogate's own data (draw 0) and its resamples, as for evasion
+        losses = [family.validation_loss(family.fit(d.X, d.y), X_val, y_val) for d in
+                  (split.surrogate_subsample(cell.fraction, draw) for draw in range(config.variance.n_surrogates))]
+        variance = metrics.loss_variance(np.asarray(losses)[:, None])
+    base = {"attack": "poisoning", "repetition": cell.repetition, "surrogate": cell.model, "fraction": fraction}
+    results, metric_rows = [], []
+    X_tgt, y_tgt = np.vstack([split.target.X, X_p]), np.r_[split.target.y, y_p]
+    n_tgt = len(split.target)
+    for name in target_names:
+        target = create_model(config, name, cell.repetition).fit(X_tgt, y_tgt)
+        error = metrics.transfer_rate(target.predict(split.test.X), split.test.y)
+        results.append({**base, "target": name, "setting": cell.role, "budget": poison_fraction, "error": error,
+                        "n_points": len(split.test.y)})
+        s_value = r_value = float("nan")
+        if has_family(name):
+            tfam = family_for(create_model(config, name, cell.repetition))
+            t_params = tfam.fit(X_tgt, y_tgt)
+            t_grads = np.stack([tfam.gradient(t_params, X_tgt, y_tgt, n_tgt + k, X_val, y_val)
+                                for k in range(k_points)])
+            s_value = metrics.gradient_size(t_grads, 2)
+            r_value = metrics.gradient_alignment(src_grads, t_grads)
+        metric_rows.append({**base, "target": name, "setting": cell.role, "S": s_value, "R": r_value, "V": variance})
+    files = save_points(run_dir, cell, X=X_p.astype(np.float32), y=y_p) if config.keep_points else {}
+    r = attack.result_
+    info = {"n_points": n_points, "validation_loss_clean": r.validation_loss_clean,
+            "validation_loss_poisoned": r.validation_loss_poisoned, "passes": r.passes}
+    return files, info, {"results": results, "metrics": metric_rows}
