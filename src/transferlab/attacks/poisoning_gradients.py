@@ -28,6 +28,7 @@ from sklearn.linear_model import LogisticRegression, RidgeClassifier
 from sklearn.svm import SVC
 
 from transferlab.errors import ConfigError
+from transferlab.models.kernel import rbf_kernel
 
 
 def signed(y: np.ndarray) -> np.ndarray:
@@ -211,8 +212,7 @@ class SVMFamily(Family):
     def kernel(self, A: np.ndarray, B: np.ndarray) -> np.ndarray:
         if self.kernel_name == "linear":
             return A @ B.T
-        sq = (A ** 2).sum(1)[:, None] + (B ** 2).sum(1)[None, :] - 2 * A @ B.T
-        return np.exp(-self.gamma * np.maximum(sq, 0))
+        return rbf_kernel(A, B, self.gamma)
 
     def kernel_gradient(self, A: np.ndarray, x: np.ndarray) -> np.ndarray:
         """∇_x K(a, x) for every row a of A: shape (len(A), d)."""

@@ -13,6 +13,21 @@ from sklearn.svm import SVC
 from transferlab.models.base import Classifier
 
 
+def rbf_kernel(A: Any, B: Any, gamma: float, B_sq_norms: Any = None) -> Any:
+    """K(a, b) = exp(−γ‖a − b‖²) for every row a of A and b of B, on numpy arrays or (differentiably) on torch
+    tensors: the one RBF kernel of transferlab, used by :class:`KernelSVM` and by the SVM poisoning gradients.
+
+    The squared distance is expanded (‖a‖² + ‖b‖² − 2 a·b) and clamped at 0, which keeps autograd finite where a
+    equals b. ``B_sq_norms`` optionally passes the precomputed ‖b‖² of the rows of B."""
+    if isinstance(A, torch.Tensor):
+        b_sq = (B ** 2).sum(1) if B_sq_norms is None else B_sq_norms
+        sq = (A ** 2).sum(1, keepdim=True) + b_sq - 2.0 * A @ B.T
+        return torch.exp(-gamma * sq.clamp_min(0.0))
+    b_sq = (B ** 2).sum(1) if B_sq_norms is None else B_sq_norms
+    sq = (A ** 2).sum(1)[:, None] + b_sq[None, :] - 2 * A @ B.T
+    return np.exp(-gamma * np.maximum(sq, 0))
+
+
 def kernel_parameters(estimator: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(support vectors (m, d), dual coefficients (m, n_classes), intercepts (n_classes,)) of a fitted binary
     ``SVC`` or a ``OneVsRestClassifier`` of them; binary models get a zero column for class 0."""
@@ -58,8 +73,7 @@ class KernelSVM(Classifier):
     def kernel(self, X: torch.Tensor) -> torch.Tensor:
         """K(X, S) = exp(−γ‖x − s‖²) for all rows and support vectors (the squared distance is expanded and
         clamped at 0, which keeps autograd finite where x equals a support vector)."""
-        sq = (X ** 2).sum(1, keepdim=True) + self.sv_sq_norms_ - 2.0 * X @ self.support_vectors_.T
-        return torch.exp(-self.gamma * sq.clamp_min(0.0))
+        return rbf_kernel(X, self.support_vectors_, self.gamma, self.sv_sq_norms_)
 
     def scores(self, X: torch.Tensor) -> torch.Tensor:
         return self.kernel(X) @ self.dual_coef_ + self.intercept_
