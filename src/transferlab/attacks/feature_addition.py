@@ -52,7 +52,7 @@ class FeatureAddition(EvasionAttack):
         x = domain.project(start, x0)
         budget = int(self.eps + 1e-9)
         n = x.shape[0]
-        flat = lambda t: t.reshape(n, -1)  # noqa: E731
+        flat = lambda t: t.reshape(t.shape[0], -1)  # noqa: E731
         added = flat(x - x0.round()).clamp_min(0).sum(1).round().long()
         iterations = torch.zeros(n, dtype=torch.long, device=x.device)
         active = torch.arange(n, device=x.device)[added < budget]

@@ -1,0 +1,114 @@
+"""The threat-model pieces of the malware case study and the registry that builds them from config names."""
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from transferlab import attacks, models
+from transferlab.attacks import Box, FeatureAdditionOnly, L1Ball, L2Ball, LinfBall, Mask, Quantize
+from transferlab.errors import ConfigError
+
+D = 6
+
+
+@st.composite
+def grid_problem(draw):
+    """x0 on the 8-bit grid, a crafted point inside Φ(x0) (the projection of an arbitrary z)."""
+    n = draw(st.integers(1, 4))
+    x0 = draw(arrays(np.int64, (n, D), elements=st.integers(0, 255))) / 255.0
+    z = draw(arrays(np.float64, (n, D), elements=st.floats(-2, 2, width=64)))
+    eps = draw(st.floats(0, 2, width=64))
+    return torch.as_tensor(z), torch.as_tensor(x0), eps
+
+
+@settings(max_examples=150, deadline=None)
+@given(grid_problem())
+def test_quantised_points_lie_on_the_grid_and_inside_the_domain(data):
+    z, x0, eps = data
+    mask = np.array([True, False, True, True, False, True])
+    for ball in (L2Ball(eps), LinfBall(eps), L1Ball(eps)):
+        for extra in ((), (FeatureAdditionOnly(),), (Mask(mask),)):
+            domain = attacks.Intersection(ball, Box(0, 1), *extra, Quantize(255))
+            x = domain.quantize(domain.project(z, x0), x0)
+            assert torch.allclose(x * 255, torch.round(x * 255), atol=1e-7)
+            assert bool(domain.contains(x, x0, tol=1e-9).all()), domain
+
+
+def test_quantize_is_a_no_op_without_the_piece():
+    domain = L2Ball(1.0) & Box(0, 1)
+    x = torch.rand(3, D, dtype=torch.float64)
+    assert domain.quantize(x, x) is x
+    with pytest.raises(ConfigError, match="quantize"):
+        Quantize(0)
+
+
+def _linear(w, b=0.0):
+    model = models.LinearSVM()
+    model.n_classes_, model.n_features_in_ = 2, len(w)
+    model.set_parameters(np.vstack([np.zeros(len(w)), w]), np.array([0.0, b]))
+    return model
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_greedy_feature_addition_is_optimal_for_a_linear_model(seed):
+    """Brute force over every set of at most eps addable features (malware attacked: maximise −f)."""
+    rng = np.random.default_rng(seed)
+    d = 7
+    w = rng.normal(size=d)
+    model = _linear(w, 0.3)
+    x0 = (rng.random((4, d)) < 0.4).astype(float)
+    mask = rng.random(d) < 0.8
+    y = np.ones(4, dtype=int)
+    for eps in (0, 1, 2, 3, 5):
+        attack = attacks.FeatureAddition(eps=eps, constraints=(Mask(mask),))
+        x_adv = attack.run(model, x0, y)
+        for row, start in zip(x_adv, x0):
+            addable = [i for i in range(d) if start[i] == 0 and mask[i]]
+            best = max(-(w @ _add(start, s)) for k in range(min(eps, len(addable)) + 1)
+                       for s in itertools.combinations(addable, k))
+            assert -(w @ row) == pytest.approx(best, abs=1e-12)
+            assert set(np.unique(row)) <= {0.0, 1.0} and (row >= start).all() and (row - start).sum() <= eps
+            assert (row[~mask] == start[~mask]).all()
+
+
+def _add(x, features):
+    out = x.copy()
+    out[list(features)] = 1
+    return out
+
+
+def test_feature_addition_on_a_nonlinear_model_stays_in_the_domain_and_raises_the_loss():
+    rng = np.random.default_rng(0)
+    X = (rng.random((200, 12)) < 0.3).astype(float)
+    y = (X[:, :3].sum(1) >= 1).astype(int)
+    model = models.create("svm_rbf_h").fit(X, y)
+    attack = attacks.FeatureAddition(eps=3, features_per_step=2)
+    x_adv = attack.run(model, X[y == 1][:20], y[y == 1][:20])
+    start = X[y == 1][:20]
+    assert ((x_adv - start) >= 0).all() and ((x_adv - start).sum(1) <= 3).all()
+    assert (attack.result_.objective >= attack.result_.objective_start - 1e-12).all()
+
+
+def test_feature_addition_needs_the_l1_budget():
+    with pytest.raises(ConfigError, match="norm 1"):
+        attacks.FeatureAddition(norm=2, eps=1)
+
+
+def test_registry_builds_attacks_and_pieces_by_name():
+    pieces = attacks.threat_model(feature_addition=True, binary=True, mask=[True, False], quantize=None)
+    assert [type(p).__name__ for p in pieces] == ["FeatureAdditionOnly", "Binary", "Mask"]
+    attack = attacks.evasion_attack("pgd_line_search", norm=2, eps=1.0, constraints=pieces[:1], max_iter=5)
+    assert isinstance(attack, attacks.PGDLineSearch) and attack.max_iter == 5
+    with pytest.raises(ConfigError, match="unknown attack kind"):
+        attacks.evasion_attack("cw", norm=2, eps=1.0)
+    with pytest.raises(ConfigError, match="attack.solver"):
+        attacks.evasion_attack("pgd", norm=2, eps=1.0, no_such_setting=3)
+    mask = attacks.manipulable_mask(["permission::A", "api_call::b", "intent::c"], ["permission::", "intent::"])
+    assert mask.tolist() == [True, False, True]
+    with pytest.raises(ConfigError, match="matches no feature"):
+        attacks.manipulable_mask(["a", "b"], ["url::"])
