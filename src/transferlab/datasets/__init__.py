@@ -1,7 +1,9 @@
 """Where data comes from: ``load(name, **options) -> Dataset`` and ``split(...) -> Split``.
 
 Names: ``mnist89`` (embedded 1,000 images, or the full MNIST with ``path=``), ``mnist`` (any digits, ``digits=``,
-``path=``), ``npz`` and ``csv`` (a user's file, ``path=``), ``breast-cancer`` and ``digits`` (scikit-learn's).
+``path=``), ``npz``, ``csv`` and ``svmlight`` (a user's file, ``path=``), ``breast-cancer`` and ``digits``
+(scikit-learn's), ``drebin`` (the DREBIN Android malware release, ``path=``) and ``drebin-csv`` (a DREBIN-215-style
+CSV, ``path=``). :func:`select_features` keeps the k features that tell malware from benign apps best.
 """
 
 from __future__ import annotations
@@ -9,8 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 from transferlab.datasets.dataset import Dataset, Split, split
+from transferlab.datasets.drebin import load_drebin_csv, load_drebin_folder
 from transferlab.datasets.mnist import download_mnist, read_idx, read_mnist_folder, write_idx
-from transferlab.datasets.tabular import load_csv, load_npz, load_sklearn
+from transferlab.datasets.selection import select_features
+from transferlab.datasets.tabular import load_csv, load_npz, load_sklearn, load_svmlight
 from transferlab.errors import DataError
 
 #: name -> one-line description, as ``transferlab list datasets`` prints it
@@ -21,6 +25,11 @@ DATASETS: dict[str, str] = {
     "csv": "your CSV file with a header: path=FILE, label_column=NAME_OR_INDEX (default: last column)",
     "breast-cancer": "scikit-learn's breast cancer data, 569 points, 30 features min-max scaled to [0, 1]",
     "digits": "scikit-learn's 8x8 digits, 1,797 points, 10 classes, pixels scaled to [0, 1]",
+    "svmlight": "your svmlight/libsvm file: path=FILE, n_features=D (default: the largest index seen); kept sparse",
+    "drebin": "DREBIN Android malware (benign 0, malware 1), sparse binary features: path=DIR of the original "
+              "release (feature_vectors/ + sha256_family.csv)",
+    "drebin-csv": "DREBIN-215-style CSV of 0/1 features: path=FILE, label_column= (class), malware_label= (S), "
+                  "benign_label= (B); rows with '?' dropped",
 }
 
 
@@ -29,7 +38,9 @@ def load(name: str, **options: Any) -> Dataset:
     from transferlab.datasets.mnist import mnist_digits
 
     allowed = {"mnist89": {"path"}, "mnist": {"path", "digits"}, "npz": {"path", "x_key", "y_key"},
-               "csv": {"path", "label_column"}, "breast-cancer": set(), "digits": set()}
+               "csv": {"path", "label_column"}, "breast-cancer": set(), "digits": set(),
+               "svmlight": {"path", "n_features"}, "drebin": {"path"},
+               "drebin-csv": {"path", "label_column", "malware_label", "benign_label"}}
     if name not in allowed:
         raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     unknown = set(options) - allowed[name]
@@ -42,14 +53,22 @@ def load(name: str, **options: Any) -> Dataset:
         if "digits" not in options:
             raise DataError("dataset 'mnist' needs digits=(a, b), e.g. digits=(3, 5)")
         return mnist_digits(tuple(options["digits"]), path)
-    if name in ("npz", "csv"):
+    if name in ("npz", "csv", "svmlight", "drebin", "drebin-csv"):
         if path is None:
-            raise DataError(f"dataset {name!r} needs path=FILE")
+            raise DataError(f"dataset {name!r} needs path={'DIR' if name == 'drebin' else 'FILE'}")
         if name == "npz":
             return load_npz(path, options.get("x_key", "X"), options.get("y_key", "y"))
+        if name == "svmlight":
+            return load_svmlight(path, options.get("n_features"))
+        if name == "drebin":
+            return load_drebin_folder(path)
+        if name == "drebin-csv":
+            keys = ("label_column", "malware_label", "benign_label")
+            return load_drebin_csv(path, **{k: options[k] for k in keys if k in options})
         return load_csv(path, options.get("label_column", -1))
     return load_sklearn(name)
 
 
 __all__ = ["DATASETS", "Dataset", "Split", "load", "split", "download_mnist", "read_idx", "write_idx",
-           "read_mnist_folder", "load_npz", "load_csv", "load_sklearn"]
+           "read_mnist_folder", "load_npz", "load_csv", "load_sklearn", "load_svmlight", "load_drebin_folder",
+           "load_drebin_csv", "select_features"]

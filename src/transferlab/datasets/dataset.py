@@ -23,6 +23,9 @@ class Dataset:
     is_test : optional bool ndarray marking points of an official test set (MNIST's t10k); :func:`split` draws the
         test part from them and the training parts from the others.
     image_shape : (height, width) when rows are flattened images, for convolutional models and figures.
+    feature_names : optional name of each column of X (e.g. DREBIN's ``permission::android.permission.SEND_SMS``).
+    row_names : optional name of each row (e.g. the SHA-256 of the Android app it describes).
+    description : optional one-line account of where the data came from and what was done to it.
     """
 
     X: np.ndarray
@@ -31,6 +34,9 @@ class Dataset:
     name: str
     is_test: np.ndarray | None = None
     image_shape: tuple[int, int] | None = None
+    feature_names: list[str] | None = None
+    row_names: list[str] | None = None
+    description: str = ""
 
     def __post_init__(self) -> None:
         self.y = np.asarray(self.y)
@@ -41,6 +47,12 @@ class Dataset:
             raise DataError(f"dataset {self.name!r} holds NaN or infinite values; clean or impute them first")
         if self.y.size and (self.y.min() < 0 or self.y.max() >= len(self.classes)):
             raise DataError(f"dataset {self.name!r}: labels must be 0..{len(self.classes) - 1}")
+        if self.feature_names is not None and len(self.feature_names) != self.X.shape[1]:
+            raise DataError(f"dataset {self.name!r}: {len(self.feature_names)} feature names for "
+                            f"{self.X.shape[1]} columns; give one name per column")
+        if self.row_names is not None and len(self.row_names) != self.X.shape[0]:
+            raise DataError(f"dataset {self.name!r}: {len(self.row_names)} row names for {self.X.shape[0]} rows; "
+                            "give one name per row")
 
     @property
     def n_classes(self) -> int:
@@ -48,7 +60,30 @@ class Dataset:
 
     def subset(self, index: np.ndarray) -> Dataset:
         """The rows ``index`` as a new Dataset (``is_test`` is dropped: a subset is one part)."""
-        return Dataset(self.X[index], self.y[index], self.classes, self.name, None, self.image_shape)
+        rows = None if self.row_names is None else [self.row_names[i] for i in np.arange(len(self))[index]]
+        return Dataset(self.X[index], self.y[index], self.classes, self.name, None, self.image_shape,
+                       self.feature_names, rows, self.description)
+
+    def select_columns(self, columns: np.ndarray) -> Dataset:
+        """The feature columns ``columns`` (indices, or a boolean mask over the columns) as a new Dataset.
+
+        Sparse X stays sparse (CSR); ``feature_names`` are restricted alike; ``image_shape`` is dropped (the
+        columns no longer form an image); rows, labels, ``is_test``, ``row_names`` and ``description`` are kept.
+        """
+        columns = np.asarray(columns)
+        if columns.dtype == bool:
+            if columns.shape != (self.X.shape[1],):
+                raise DataError(f"dataset {self.name!r}: a column mask needs {self.X.shape[1]} entries, "
+                                f"got shape {columns.shape}")
+            columns = np.flatnonzero(columns)
+        columns = columns.astype(np.intp).ravel()
+        if columns.size and (columns.min() < -self.X.shape[1] or columns.max() >= self.X.shape[1]):
+            raise DataError(f"dataset {self.name!r} has {self.X.shape[1]} columns; column indices must be in "
+                            f"0..{self.X.shape[1] - 1}")
+        X = self.X.tocsr()[:, columns] if sp.issparse(self.X) else self.X[:, columns]
+        names = None if self.feature_names is None else [self.feature_names[c] for c in columns]
+        return Dataset(X, self.y, self.classes, self.name, self.is_test, None, names, self.row_names,
+                       self.description)
 
     def __len__(self) -> int:
         return self.y.shape[0]

@@ -85,6 +85,38 @@ def load_csv(path: str | os.PathLike, label_column: str | int = -1, name: str | 
     return Dataset(X, y, classes, name or path.stem)
 
 
+def load_svmlight(
+    path: str | os.PathLike,
+    n_features: int | None = None,
+    zero_based: bool | str = "auto",
+    name: str | None = None,
+) -> Dataset:
+    """A dataset from an svmlight/libsvm file (``label index:value ...`` lines), read with scikit-learn.
+
+    X stays a sparse CSR matrix (float64); the labels are encoded 0..C-1 in sorted order (``classes`` holds the
+    file's labels, e.g. ``["-1", "1"]``); ``feature_names`` are ``f0 .. f{d-1}``. ``n_features`` fixes the
+    number of columns (e.g. to match a training file); ``zero_based`` is scikit-learn's (``"auto"`` guesses).
+    """
+    from sklearn.datasets import load_svmlight_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"svmlight file not found: {path}")
+    if n_features is not None and (isinstance(n_features, bool) or not isinstance(n_features, (int, np.integer))
+                                   or n_features < 1):
+        raise DataError(f"n_features must be a positive integer (or left out), got {n_features!r}")
+    try:
+        X, raw_y = load_svmlight_file(str(path), n_features=n_features, zero_based=zero_based, dtype=np.float64)
+    except (ValueError, UnicodeDecodeError, OSError) as exc:
+        reason = " ".join(str(exc).split())
+        raise DataError(f"{path} is not a readable svmlight/libsvm file ({reason}); each line must read "
+                        "'label index:value ...'") from None
+    if raw_y.size and np.all(raw_y == np.round(raw_y)):
+        raw_y = raw_y.astype(np.int64)  # integer labels print as "1", not "1.0"
+    y, classes = _encode_labels(raw_y, str(path))
+    return Dataset(X.tocsr(), y, classes, name or path.stem, feature_names=[f"f{j}" for j in range(X.shape[1])])
+
+
 def load_sklearn(name: str) -> Dataset:
     """scikit-learn's shipped ``breast-cancer`` (binary) or ``digits`` (10 classes, 8x8 images scaled to [0, 1])."""
     from sklearn import datasets as skd
