@@ -116,8 +116,9 @@ class AttackConfig(Strict):
 
 class DetectorConfig(Strict):
     """How a target decides. ``fpr``: each target's threshold is set on its clean scores of the negative class
-    (the class not attacked) in its training data so that its false-positive rate is ``fpr`` (e.g. 0.01, the
-    paper's DREBIN operating point); without it, the model's own decision (argmax of its scores)."""
+    (the class not attacked) so that its false-positive rate is ``fpr`` (e.g. 0.01, the paper's DREBIN operating
+    point), on the split's validation part when it has one (``split.n_validation``), else on the target's training
+    data; without it, the model's own decision (argmax of its scores)."""
 
     fpr: Optional[float] = Field(default=None, gt=0, lt=1)
 

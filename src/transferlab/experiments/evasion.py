@@ -3,7 +3,9 @@
 Stages (each depends only on earlier ones):
 1. ``train``: fit one model (a target on the target data; a surrogate on a fraction of the surrogate data, draw 0
    being the surrogate itself and draws 1.. the resampled surrogates for V) and save it. With ``detector.fpr`` a
-   target also gets its threshold, set on its clean scores of the negative class in its training data.
+   target also gets its threshold, set on its clean scores of the negative class in the split's validation part
+   (the defender's calibration data) or, when the split has none, in its training data — an overfit model
+   separates its own training data too well for that to hold on new data.
 2. ``craft``: craft the attacks for every budget on one source model (a surrogate: *transfer*; a target:
    *white-box*), then evaluate every target on them: error (the evasion rate when one class is attacked), S, R,
    and V of the surrogate.
@@ -138,7 +140,8 @@ def train(run_dir: Path, config: ExperimentConfig, cell: Cell):
     extra = None
     if cell.role == "target" and config.detector.fpr is not None:
         positive = _positive(config)
-        threshold = fpr_threshold(model, data.X[data.y != positive], config.detector.fpr)
+        calibration = split.validation if split.validation is not None else data
+        threshold = fpr_threshold(model, calibration.X[calibration.y != positive], config.detector.fpr)
         negatives = split.test.y != positive
         info["test_fpr"] = float(np.mean(decide(model, split.test.X[negatives], threshold, positive) == positive))
         info["threshold"] = threshold
@@ -169,6 +172,7 @@ def craft(run_dir: Path, config: ExperimentConfig, cell: Cell):
     source = load_model(run_dir, source_cell, config.device)
     double_init = cell.model in config.attack.double_init
     crafted = {}
+    previous = None
     for eps in config.attack.eps:
         if eps == 0:
             crafted[eps] = X
@@ -176,6 +180,10 @@ def craft(run_dir: Path, config: ExperimentConfig, cell: Cell):
         attack = make_attack(config, eps, mask, double_init)
         if double_init:
             crafted[eps] = attack.run(source, X, y, init_pool=dense(source_data.X))
+        elif isinstance(attack, attacks.FeatureAddition) and attack.features_per_step == 1:
+            # greedy addition at budget k+1 continues the greedy path of budget k: starting there gives the same
+            # points as starting from x0, and the curve costs one pass up to the largest budget
+            crafted[eps] = previous = attack.run(source, X, y, init=previous)
         else:
             crafted[eps] = attack.run(source, X, y)
     source_grad = source.input_gradient(X, y, loss)
