@@ -13,8 +13,8 @@ import yaml
 from transferlab.errors import ConfigError
 from transferlab.experiments.store import Store
 from transferlab.report import figures
-from transferlab.report.tables import (CORRELATION_COLUMNS, METRIC_COLUMNS, RESULT_COLUMNS, correlations, sort_rows,
-                                       transfer_pairs, write_csv)
+from transferlab.report.tables import (CORRELATION_COLUMNS, METRIC_COLUMNS, RESULT_COLUMNS, correlations, mean_by,
+                                       sort_rows, transfer_pairs, write_csv)
 
 
 def build_report(run_dir: str | Path) -> Path:
@@ -49,15 +49,23 @@ def build_report(run_dir: str | Path) -> Path:
     fractions = config.get("surrogate_fractions", [1.0])
     budgets = sorted({r["budget"] for r in results if r["budget"] > 0})
     poisoning = config.get("kind") == "poisoning"
+    attack = config.get("attack", {})
+    norm = {"1": "ℓ1", "2": "ℓ2", "inf": "ℓ∞"}.get(str(attack.get("norm", "2")), "ℓ2")
+    unit = ", added features" if attack.get("binary") and attack.get("feature_addition") else ""
     name, axis, tag = ("poisoning fraction", "fraction of poisoning points", "p") if poisoning else \
-        ("ε", "ε (ℓ2 budget)", "eps")
+        ("ε", f"ε ({norm} budget{unit})", "eps")
+    attacked = attack.get("attack_class")
+    error_name = f"evasion rate ({attacked} called otherwise)" if attacked is not None else "error under attack"
     if any(r["setting"] == "white-box" for r in results):
-        made.append((f"White-box security evaluation curves: error vs {axis}" + ("" if poisoning else " (paper Fig. 5)"),
-                     figures.security_curves(results, targets, fig_dir / "security_curves.png", axis)))
+        made.append((f"White-box security evaluation curves: {error_name} vs {axis}" +
+                     ("" if poisoning else " (paper Fig. 5)"),
+                     figures.security_curves(results, targets, fig_dir / "security_curves.png", axis,
+                                             f"white-box {error_name}")))
     for budget in budgets:
         made.append((f"Transfer matrix at {name} = {budget:g} (diagonal: white-box)",
                      figures.transfer_matrices(results, surrogates, targets, fractions, budget,
-                                               fig_dir / f"transfer_matrix_{tag}{budget:g}.png", name)))
+                                               fig_dir / f"transfer_matrix_{tag}{budget:g}.png", name,
+                                               error_name)))
     if pairs and budgets:
         budget = _most_informative_budget(pairs, budgets)
         made.append((f"Transfer rate vs S, R, V at {name} = {budget:g}",
@@ -65,17 +73,49 @@ def build_report(run_dir: str | Path) -> Path:
     if sweep:
         made.append(("MLP weight-decay sweep (paper Fig. 3)", figures.weight_decay_sweep(sweep, fig_dir /
                                                                                          "nn_weight_decay.png")))
+    detection = detection_table(results, targets) if attacked is not None else []
+    if detection:
+        write_csv(run_dir / "detection.csv", detection, list(detection[0]))
     path = run_dir / "report.html"
     tmp = path.with_suffix(".html.tmp")
-    tmp.write_text(_html(config, versions, last_run, cells, corr, made, results))
+    tmp.write_text(_html(config, versions, last_run, cells, corr, made, results, detection))
     tmp.replace(path)
     return path
+
+
+def detection_table(results: list[dict], targets: list[str]) -> list[dict]:
+    """Per target: clean detection rate of the attacked class (1 − error at budget 0) and the white-box evasion
+    rate at every budget, averaged over repetitions (the malware case study's summary)."""
+    white = [r for r in results if r["setting"] == "white-box"]
+    clean = mean_by([r for r in results if r["budget"] == 0 and r["setting"] in ("white-box", "transfer")],
+                    ("target",), "error")
+    evasion = mean_by(white, ("target", "budget"), "error")
+    budgets = sorted({r["budget"] for r in white if r["budget"] > 0})
+    rows = []
+    for t in targets:
+        if (t,) not in clean:
+            continue
+        row = {"target": t, "clean detection rate": 1 - clean[(t,)]}
+        for b in budgets:
+            row[f"white-box evasion ε={b:g}"] = evasion.get((t, b), float("nan"))
+        rows.append(row)
+    return rows
 
 
 def _most_informative_budget(pairs: list[dict], budgets: list[float]) -> float:
     """The budget whose mean transfer rate is closest to 0.5 (the scatter plots spread most there)."""
     means = {b: np.mean([p["error"] for p in pairs if p["budget"] == b]) for b in budgets}
     return min(budgets, key=lambda b: abs(means[b] - 0.5))
+
+
+def _detection_html(config: dict, detection: list[dict] | None) -> str:
+    if not detection:
+        return ""
+    fpr = (config.get("detector") or {}).get("fpr")
+    how = f"each target's threshold set for a {100 * fpr:g}% false-positive rate" if fpr else "each target's own threshold"
+    return (f"<h2>Detection and white-box evasion</h2><p>Attacked class: "
+            f"{html.escape(str(config['attack']['attack_class']))}; {html.escape(how)}.</p>"
+            + _table(detection, list(detection[0])))
 
 
 def _table(rows: list[dict], columns: list[str]) -> str:
@@ -90,7 +130,7 @@ def _table(rows: list[dict], columns: list[str]) -> str:
 
 
 def _html(config: dict, versions: dict, last_run: dict, cells: list[dict], corr: list[dict],
-          made: list[tuple[str, Path]], results: list[dict]) -> str:
+          made: list[tuple[str, Path]], results: list[dict], detection: list[dict] | None = None) -> str:
     stage_time: dict[str, float] = {}
     for c in cells:
         stage_time[c["stage"]] = stage_time.get(c["stage"], 0.0) + c["seconds"]
@@ -108,7 +148,7 @@ pre{{background:#f6f6f6;padding:1em;font-size:12px}}</style></head><body>
 <h1>transferlab report — {html.escape(str(config.get('name', '')))}</h1>
 <p>Transferability of {html.escape(str(config.get('kind', 'evasion')))} attacks after Demontis et al., <i>Why Do Adversarial Attacks Transfer?</i> (USENIX
 Security 2019). Errors are averaged over {config.get('repetitions', '?')} repetition(s). {wall}.</p>
-<h2>Figures</h2>{images}
+{_detection_html(config, detection)}<h2>Figures</h2>{images}
 <h2>Correlation of transfer rate with S, R, V (paper Table 1)</h2>
 <p>Pooled over all surrogate–target pairs at each budget (per-target rows are in correlations.csv).</p>
 {_table([c for c in corr if c['target'] == 'all'], ['budget', 'metric', 'n_pairs', 'pearson_r', 'pearson_p',

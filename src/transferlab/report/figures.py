@@ -23,7 +23,8 @@ def _save(fig: plt.Figure, path: Path) -> Path:
 
 
 def transfer_matrices(results: list[dict], surrogates: list[str], targets: list[str], fractions: list[float],
-                      budget: float, path: Path, budget_name: str = "ε") -> Path:
+                      budget: float, path: Path, budget_name: str = "ε",
+                      error_name: str = "error under attack") -> Path:
     """Mean target error on points crafted against each surrogate (rows) at one budget; one panel per surrogate
     data fraction. The diagonal (surrogate = target algorithm) shows the white-box error, outlined."""
     transfer = mean_by([r for r in results if r["setting"] == "transfer" and r["budget"] == budget],
@@ -50,13 +51,14 @@ def transfer_matrices(results: list[dict], surrogates: list[str], targets: list[
         ax.set_xlabel("target")
         ax.set_ylabel("surrogate")
         ax.set_title(f"{budget_name} = {budget:g}, surrogate data {100 * fraction:.0f}%", fontsize=9)
-    fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="error under attack (%/100)")
+    fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label=f"{error_name} (%/100)")
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
 
 
-def security_curves(results: list[dict], targets: list[str], path: Path, budget_name: str = "ε (ℓ2 budget)") -> Path:
+def security_curves(results: list[dict], targets: list[str], path: Path, budget_name: str = "ε (ℓ2 budget)",
+                    error_name: str = "white-box test error under attack") -> Path:
     """White-box error under attack vs budget for each target (paper Fig. 5); for poisoning the clean error is the
     point at fraction 0."""
     white = mean_by([r for r in results if r["setting"] in ("white-box", "clean")], ("target", "budget"), "error")
@@ -70,7 +72,7 @@ def security_curves(results: list[dict], targets: list[str], path: Path, budget_
             ax.plot(b, e, marker="o", ms=3, label=t, ls="-" if t.endswith("_h") else "--",
                     color=plt.cm.tab10(i // 2 % 10))
     ax.set_xlabel(budget_name)
-    ax.set_ylabel("white-box test error under attack")
+    ax.set_ylabel(error_name)
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
