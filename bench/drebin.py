@@ -1,8 +1,10 @@
-"""Load time and peak memory of the DREBIN release loader at the real release's scale.
+"""DREBIN benchmarks: (a) load time and peak memory of the release loader at the real release's scale; (b) attacked
+malware per second of the feature-addition attack on DREBIN-215.
 
     python bench/drebin.py                               # synthetic release: 130,000 apps x ~40 features of 500,000
     python bench/drebin.py --apps 20000 --names 100000   # a quicker, smaller one
     python bench/drebin.py --folder PATH/drebin          # the real release (feature_vectors/ + sha256_family.csv)
+    python bench/drebin.py --attack-csv ../shared/data/drebin215/drebin215.csv   # part (b) only
 
 Part (a): writes a synthetic DREBIN-layout release (one ``prefix::value`` file per app, named by a SHA-256, and
 ``sha256_family.csv``) into a temporary folder, then loads it with ``load_drebin_folder`` in a fresh Python process
@@ -100,6 +102,33 @@ def bench_load(args: argparse.Namespace) -> None:
                   f"{r['shape'][1]:,}, {r['nnz']:,} non-zeros, {r['malware']:,} malware")
 
 
+def bench_attacks(csv_path: str, surrogates: list[str], eps_list: list[int], n_train: int) -> None:
+    """Part (b): attacked malware per second of the greedy feature-addition attack (all malware test apps of a
+    DREBIN-215-style CSV batched), white-box, one torch thread, for each surrogate and budget."""
+    import torch
+
+    from transferlab import attacks, datasets, models
+
+    torch.set_num_threads(1)
+    data = datasets.load("drebin-csv", path=csv_path)
+    split = datasets.split(data, n_target=n_train, n_surrogate=10, n_test=len(data) - n_train - 10, seed=0)
+    malware = split.test.y == 1
+    X, y = split.test.X[malware].toarray(), split.test.y[malware]
+    print(f"part (b): {data.description}; {n_train:,} training apps, {len(y):,} malware attacked, 1 torch thread")
+    for name in surrogates:
+        start = time.perf_counter()
+        model = models.create(name).fit(split.target.X, split.target.y)
+        train_s = time.perf_counter() - start
+        cells = []
+        for eps in eps_list:
+            attack = attacks.FeatureAddition(eps=eps)
+            start = time.perf_counter()
+            attack.run(model, X, y)
+            elapsed = time.perf_counter() - start
+            cells.append(f"eps={eps}: {len(y) / elapsed:8.0f} malware/s, evasion {attack.result_.error:.2f}")
+        print(f"{name:<10} trained in {train_s:5.1f} s; " + "; ".join(cells), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--apps", type=int, default=130_000, help="apps in the synthetic release")
@@ -109,8 +138,15 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--folder", help="load this release instead of writing a synthetic one")
     parser.add_argument("--repeat", type=int, default=1, help="loads to time (each in a fresh process)")
+    parser.add_argument("--attack-csv", help="part (b) only: attack throughput on this DREBIN-215-style CSV")
+    parser.add_argument("--surrogates", default="svm_l,svm_rbf_h", help="part (b): models attacked (white-box)")
+    parser.add_argument("--eps", default="5,10,30", help="part (b): budgets (added features)")
+    parser.add_argument("--train", type=int, default=5000, help="part (b): training apps")
     args = parser.parse_args()
-    bench_load(args)
+    if args.attack_csv:
+        bench_attacks(args.attack_csv, args.surrogates.split(","), [int(e) for e in args.eps.split(",")], args.train)
+    else:
+        bench_load(args)
 
 
 if __name__ == "__main__":

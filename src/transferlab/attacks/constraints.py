@@ -12,8 +12,9 @@ every box-like piece, x0 ∈ [L, U]):
 - ℓ∞ ∩ box: closed form, clip z to [max(L, x0 − ε), min(U, x0 + ε)] (the set is a box).
 - ℓ2 ∩ box: the KKT conditions of min ½‖x − z‖² s.t. ‖x − x0‖² ≤ ε², L ⪯ x ⪯ U give
   x(t) = x0 + clip(t (z − x0), L − x0, U − x0) with t = 1/(1 + λ) ∈ (0, 1], λ ≥ 0 the multiplier of the ball.
-  ‖x(t) − x0‖² is piecewise quadratic in t with one breakpoint per coordinate (where it reaches its bound), so
-  sorting the breakpoints of each row gives the t with ‖x(t) − x0‖ = ε in closed form: exact, one sort per row.
+  ‖x(t) − x0‖² is piecewise quadratic in t with one breakpoint per coordinate (where it reaches its bound); an
+  active-set iteration on the coordinates at their bounds finds the t with ‖x(t) − x0‖ = ε exactly in a few
+  elementwise rounds (see :func:`_project_l2_box`).
 - ℓ1 ∩ box: likewise x(λ) = clip(x0 + soft_threshold(z − x0, λ), L, U), λ by bisection so ‖x(λ) − x0‖₁ ≤ ε.
 - Binary: round to {0, 1} inside [L, U]; with an ℓ1 (= Hamming) budget k, keep the k flips with the largest
   |z − x0| among those that rounding asks for (the exact projection onto that discrete set).
@@ -192,8 +193,18 @@ class Intersection(Constraint):
         if bool(((x0 < lb - tol) | (x0 > ub + tol)).any()):
             raise ConfigError("attacked points lie outside the box [lb, ub]; rescale the data or widen the box")
 
-    def project(self, z: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
-        lb, ub = self.bounds(x0)
+    def project(self, z: torch.Tensor, x0: torch.Tensor,
+                bounds: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """Π_Φ(x0)(z) for each row. ``z`` may carry extra leading dimensions over ``x0`` (a stack of candidates
+        for the same points, shape (m, *x0.shape)), which broadcast against x0 without copies for the ℓ2 and ℓ∞
+        balls; ``bounds`` passes precomputed ``self.bounds(x0)``."""
+        lb, ub = self.bounds(x0) if bounds is None else bounds
+        extra = z.dim() - x0.dim()
+        if extra and (self.binary or (self.ball is not None and self.ball.p == 1)):
+            flat = z.reshape(-1, *x0.shape[1:])
+            reps = flat.shape[0] // x0.shape[0]
+            repeat = lambda t: t.repeat(reps, *([1] * (t.dim() - 1)))  # noqa: E731
+            return self.project(flat, repeat(x0), (repeat(lb), repeat(ub))).reshape(z.shape)
         if self.binary:
             return self._project_binary(z, x0, lb, ub)
         if self.ball is None:
@@ -201,14 +212,19 @@ class Intersection(Constraint):
         eps, p = self.ball.eps, self.ball.p
         if p == float("inf"):
             return torch.minimum(torch.maximum(z, torch.maximum(lb, x0 - eps)), torch.minimum(ub, x0 + eps))
-        delta = z - x0
         if p == 2:
             # where clip(z) already lies in the ball it is the projection; only the other rows need the exact solve
             clipped = torch.minimum(torch.maximum(z, lb), ub)
-            outside = lp_norm(clipped - x0, 2) > eps
+            rows = clipped.shape[:extra + 1]
+            outside = (clipped - x0).reshape(*rows, -1).norm(dim=-1) > eps
             if bool(outside.any()):
-                clipped[outside] = _project_l2_box(z[outside], x0[outside], lb[outside], ub[outside], eps)
+                full = lambda t: t.expand_as(z)[outside]  # noqa: E731
+                solved = _project_l2_box(z[outside].reshape(-1, x0[0].numel()),
+                                         full(x0).reshape(-1, x0[0].numel()), full(lb).reshape(-1, x0[0].numel()),
+                                         full(ub).reshape(-1, x0[0].numel()), eps)
+                clipped[outside] = solved.reshape(-1, *x0.shape[1:])
             return clipped
+        delta = z - x0
 
         def point(lam: torch.Tensor) -> torch.Tensor:
             lam = lam.reshape(-1, *([1] * (z.dim() - 1)))
@@ -279,36 +295,36 @@ class Intersection(Constraint):
 
 
 def _project_l2_box(z: torch.Tensor, x0: torch.Tensor, lb: torch.Tensor, ub: torch.Tensor, eps: float) -> torch.Tensor:
-    """Exact Euclidean projection onto {‖x − x0‖₂ ≤ ε} ∩ [lb, ub] for each row (x0 inside the box).
+    """Exact Euclidean projection onto {‖x − x0‖₂ ≤ ε} ∩ [lb, ub] for each row (x0 inside the box; rows (n, d)).
 
-    With δ = z − x0, a_i = |δ_i| and c_i the room to the bound in the direction of δ_i, coordinate i contributes
-    min(t a_i, c_i)² to ‖x(t) − x0‖², saturating at t_i = c_i / a_i. With the breakpoints sorted,
-    Φ(t_k) = Σ_{m≤k} c_m² + t_k² Σ_{m>k} a_m² increases with k; in the first segment where Φ reaches ε²,
-    t* = sqrt((ε² − Σ_{saturated} c²) / Σ_{free} a²).
+    The KKT conditions give x(t) = x0 + clip(t δ, lb − x0, ub − x0), δ = z − x0, with t ∈ (0, 1] where
+    φ(t) = ‖x(t) − x0‖² = Σ_i min(t a_i, c_i)² reaches ε² (a_i = |δ_i|, c_i the room to the bound in the direction
+    of δ_i). Coordinate i is *saturated* (at its bound) once t a_i ≥ c_i. Given a saturated set S, the t solving
+    Σ_S c_i² + t² Σ_{i∉S} a_i² = ε² is t_S = sqrt((ε² − Σ_S c²) / Σ_{∉S} a²). Starting from S = ∅ (t = ε/‖δ‖),
+    the active-set iteration S ← S(t_S) gives t's that increase and never pass the solution t* (each t_S has
+    φ(t_S) ≤ ε² because S ⊆ S(t*)), so S only grows and the iteration ends, exactly, when S stops changing —
+    after a few rounds in practice (at most d). Each round is a few elementwise passes over the batch: no sort.
     """
-    shape = z.shape
-    delta, x0f = (z - x0).reshape(shape[0], -1), x0.reshape(shape[0], -1)
-    lo, hi = (lb - x0).reshape(shape[0], -1), (ub - x0).reshape(shape[0], -1)
+    delta = z - x0
+    lo, hi = lb - x0, ub - x0
     a = delta.abs()
     room = torch.where(delta >= 0, hi, -lo).clamp_min(0)
-    free = a > 0
-    t_break = torch.where(free, room / torch.where(free, a, torch.ones_like(a)), torch.full_like(a, float("inf")))
-    order = t_break.argsort(dim=1)
-    t_sorted, a2, c2 = t_break.gather(1, order), a.gather(1, order) ** 2, room.gather(1, order).clamp_max(
-        torch.finfo(z.dtype).max ** 0.5 / 2) ** 2
-    saturated_sum = c2.cumsum(1)                                   # Σ_{m≤k} c_m²
-    suffix = a2.flip(1).cumsum(1).flip(1)                          # Σ_{m≥k} a_m², without cancellation
-    free_sum = torch.cat([suffix[:, 1:], torch.zeros_like(suffix[:, :1])], 1)  # Σ_{m>k} a_m²
-    finite_t = torch.where(torch.isfinite(t_sorted), t_sorted, torch.zeros_like(t_sorted))
-    phi = torch.where(torch.isfinite(t_sorted), saturated_sum + finite_t ** 2 * free_sum,
-                      torch.full_like(t_sorted, float("inf")))
-    k = (phi < eps ** 2).sum(1, keepdim=True)                      # first breakpoint with Φ ≥ ε²
-    prev_sat = torch.where(k > 0, saturated_sum.gather(1, (k - 1).clamp_min(0)), torch.zeros_like(k, dtype=z.dtype))
-    prev_free = torch.where(k > 0, free_sum.gather(1, (k - 1).clamp_min(0)), suffix[:, :1])
-    t = ((eps ** 2 - prev_sat).clamp_min(0) / prev_free.clamp_min(torch.finfo(z.dtype).tiny)).sqrt()
+    a2 = a * a
+    c2 = room.clamp_max(torch.finfo(z.dtype).max ** 0.5 / 2) ** 2
+    tiny = torch.finfo(z.dtype).tiny
+    t = eps / a2.sum(1, keepdim=True).sqrt().clamp_min(tiny)
+    saturated = torch.zeros_like(a, dtype=torch.bool)
+    for _ in range(a.shape[1] + 1):
+        grown = saturated | (t * a >= room)
+        if torch.equal(grown, saturated):
+            break
+        saturated = grown
+        saturated_sum = torch.where(saturated, c2, 0.0).sum(1, keepdim=True)
+        free_sum = torch.where(saturated, 0.0, a2).sum(1, keepdim=True)
+        t = ((eps ** 2 - saturated_sum).clamp_min(0) / free_sum.clamp_min(tiny)).sqrt()
     t = t.clamp_max(1.0)
     step = torch.minimum(torch.maximum(t * delta, lo), hi)
     # a tiny rescale guards the ball against rounding in the last bit
     norm = step.norm(dim=1, keepdim=True)
-    step = torch.where(norm > eps, step * (eps / norm.clamp_min(torch.finfo(z.dtype).tiny)), step)
-    return (x0f + step).reshape(shape)
+    step = torch.where(norm > eps, step * (eps / norm.clamp_min(tiny)), step)
+    return x0 + step

@@ -53,7 +53,8 @@ class AttackConfig(Strict):
     multiples of 1/quantize, e.g. 255 for 8-bit images, staying inside Φ), and ``double_init`` (the models — as
     surrogates or white-box targets — for which Algorithm 1 also starts from the source model's own training point
     that it scores most confidently in another class, keeping the better result per point; the paper does this for
-    nonlinear models)."""
+    nonlinear models). ``warm_start``: each budget starts from the points crafted at the previous one (the authors'
+    security evaluation does this), so a curve of nine budgets costs little more than its largest budget."""
 
     kind: Literal["pgd_line_search", "pgd", "fgsm", "mifgsm", "feature_addition", "poisoning"] = "pgd_line_search"
     norm: Literal["1", "2", "inf"] = "2"
@@ -69,6 +70,7 @@ class AttackConfig(Strict):
     attack_class: Optional[Union[int, str]] = None
     quantize: Optional[int] = Field(default=None, ge=1)
     double_init: list[str] = Field(default_factory=list)
+    warm_start: bool = False
 
     @field_validator("norm", mode="before")
     @classmethod

@@ -178,14 +178,14 @@ def craft(run_dir: Path, config: ExperimentConfig, cell: Cell):
             crafted[eps] = X
             continue
         attack = make_attack(config, eps, mask, double_init)
+        greedy = isinstance(attack, attacks.FeatureAddition) and attack.features_per_step == 1
+        # greedy addition at budget k+1 continues the greedy path of budget k: starting there gives the same points
+        # as starting from x0; for other attacks attack.warm_start asks for it
+        init = previous if (config.attack.warm_start or greedy) else None
         if double_init:
-            crafted[eps] = attack.run(source, X, y, init_pool=dense(source_data.X))
-        elif isinstance(attack, attacks.FeatureAddition) and attack.features_per_step == 1:
-            # greedy addition at budget k+1 continues the greedy path of budget k: starting there gives the same
-            # points as starting from x0, and the curve costs one pass up to the largest budget
-            crafted[eps] = previous = attack.run(source, X, y, init=previous)
+            crafted[eps] = previous = attack.run(source, X, y, init=init, init_pool=dense(source_data.X))
         else:
-            crafted[eps] = attack.run(source, X, y)
+            crafted[eps] = previous = attack.run(source, X, y, init=init)
     source_grad = source.input_gradient(X, y, loss)
     variance = float("nan")
     if cell.role == TRANSFER:
@@ -197,14 +197,16 @@ def craft(run_dir: Path, config: ExperimentConfig, cell: Cell):
     positive = _positive(config)
     for name in target_names:
         target_cell = Cell("train", cell.repetition, name, "target")
-        target = source if cell.role == WHITE_BOX else load_model(run_dir, target_cell, config.device)
+        if cell.role == WHITE_BOX:
+            target, target_grad = source, source_grad
+        else:
+            target, target_grad = _target_and_clean_gradient(run_dir, config, target_cell, X, y)
         threshold = load_extra(run_dir, target_cell).get("threshold")
         for eps, X_adv in crafted.items():
             error = metrics.transfer_rate(decide(target, X_adv, threshold, positive), y)
             results.append({**base, "target": name, "setting": cell.role, "budget": eps, "error": error,
                             "n_points": len(y)})
         if target.differentiable:
-            target_grad = source_grad if target is source else target.input_gradient(X, y, loss)
             s_value = metrics.gradient_size(target_grad, q)
             r_value = metrics.gradient_alignment(source_grad, target_grad)
         else:
@@ -214,6 +216,32 @@ def craft(run_dir: Path, config: ExperimentConfig, cell: Cell):
     files = save_points(run_dir, cell, y=y, **{f"eps_{eps:g}": crafted[eps].astype(np.float32) for eps in crafted}) \
         if config.keep_points else {}
     return files, {"n_points": len(y)}, {"results": results, "metrics": metric_rows}
+
+
+def _target_and_clean_gradient(run_dir: Path, config: ExperimentConfig, target_cell: Cell, X: np.ndarray,
+                               y: np.ndarray) -> tuple[models.Classifier, np.ndarray | None]:
+    """A trained target and its input gradient at the clean attacked points, computed once per process and
+    repetition (every transfer cell of a repetition evaluates the same targets on the same points)."""
+    def make():
+        target = load_model(run_dir, target_cell, config.device)
+        gradient = target.input_gradient(X, y, config.attack.loss) if target.differentiable else None
+        return target, gradient
+
+    key = ("target", str(run_dir), config.identity_hash(), target_cell.cell_id)
+    return _cached_targets(key, make)
+
+
+_TARGETS: dict[tuple, tuple] = {}
+
+
+def _cached_targets(key: tuple, make) -> tuple:
+    """Targets of the last repetition seen by this process (older repetitions are dropped)."""
+    if key not in _TARGETS:
+        repetition = key[-1].split("/")[1]
+        for old in [k for k in _TARGETS if k[:3] != key[:3] or k[-1].split("/")[1] != repetition]:
+            del _TARGETS[old]
+        _TARGETS[key] = make()
+    return _TARGETS[key]
 
 
 def sweep(run_dir: Path, config: ExperimentConfig, cell: Cell):
