@@ -49,7 +49,8 @@ def transfer_matrices(results: list[dict], surrogates: list[str], targets: list[
         ax.set_xticks(range(len(targets)), targets, rotation=90, fontsize=8)
         ax.set_yticks(range(len(surrogates)), surrogates, fontsize=8)
         ax.set_xlabel("target")
-        ax.set_ylabel("surrogate")
+        if ax is axes[0][0]:
+            ax.set_ylabel("surrogate")  # once: a label beside the second panel would overlap the first
         ax.set_title(f"{budget_name} = {budget:g}, surrogate data {100 * fraction:.0f}%", fontsize=9)
     fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label=f"{error_name} (%/100)")
     fig.savefig(path, dpi=110, bbox_inches="tight")
