@@ -2,8 +2,9 @@
 
 Names: ``mnist89`` (embedded 1,000 images, or the full MNIST with ``path=``), ``mnist`` (any digits, ``digits=``,
 ``path=``), ``npz``, ``csv`` and ``svmlight`` (a user's file, ``path=``), ``breast-cancer`` and ``digits``
-(scikit-learn's), ``drebin`` (the DREBIN Android malware release, ``path=``) and ``drebin-csv`` (a DREBIN-215-style
-CSV, ``path=``). :func:`select_features` keeps the k features that tell malware from benign apps best.
+(scikit-learn's), ``drebin`` (the DREBIN Android malware release, ``path=``), ``drebin-csv`` (a DREBIN-215-style
+CSV, ``path=``) and ``lfw`` (Labeled Faces in the Wild, ``path=``, ``people=``). :func:`select_features` keeps the k
+features that tell malware from benign apps best.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 
 from transferlab.datasets.dataset import Dataset, Split, split
 from transferlab.datasets.drebin import load_drebin_csv, load_drebin_folder
+from transferlab.datasets.lfw import download_lfw, load_lfw
 from transferlab.datasets.mnist import download_mnist, read_idx, read_mnist_folder, write_idx
 from transferlab.datasets.selection import select_features
 from transferlab.datasets.tabular import load_csv, load_npz, load_sklearn, load_svmlight
@@ -30,6 +32,8 @@ DATASETS: dict[str, str] = {
               "release (feature_vectors/ + sha256_family.csv)",
     "drebin-csv": "DREBIN-215-style CSV of 0/1 features: path=FILE, label_column= (class), malware_label= (S), "
                   "benign_label= (B); rows with '?' dropped",
+    "lfw": "Labeled Faces in the Wild, grey 62x47 as scikit-learn's: path=DIR (lfw*/ or lfw_home/), "
+           "people=(A, B) (class 0, 1) or people=(A,) vs the rest with min_faces=N; resize=0.5, crop=(t, b, l, r)",
 }
 
 
@@ -40,7 +44,8 @@ def load(name: str, **options: Any) -> Dataset:
     allowed = {"mnist89": {"path"}, "mnist": {"path", "digits"}, "npz": {"path", "x_key", "y_key"},
                "csv": {"path", "label_column"}, "breast-cancer": set(), "digits": set(),
                "svmlight": {"path", "n_features"}, "drebin": {"path"},
-               "drebin-csv": {"path", "label_column", "malware_label", "benign_label"}}
+               "drebin-csv": {"path", "label_column", "malware_label", "benign_label"},
+               "lfw": {"path", "people", "min_faces", "resize", "crop"}}
     if name not in allowed:
         raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     unknown = set(options) - allowed[name]
@@ -49,6 +54,11 @@ def load(name: str, **options: Any) -> Dataset:
     path = options.get("path")
     if name == "mnist89":
         return mnist_digits((8, 9), path)
+    if name == "lfw":
+        if path is None or "people" not in options:
+            raise DataError("dataset 'lfw' needs path=DIR (the LFW folder) and people=(A, B), or people=(A,) with "
+                            "min_faces=N, e.g. people=('George_W_Bush', 'Colin_Powell')")
+        return load_lfw(**options)
     if name == "mnist":
         if "digits" not in options:
             raise DataError("dataset 'mnist' needs digits=(a, b), e.g. digits=(3, 5)")
@@ -71,4 +81,4 @@ def load(name: str, **options: Any) -> Dataset:
 
 __all__ = ["DATASETS", "Dataset", "Split", "load", "split", "download_mnist", "read_idx", "write_idx",
            "read_mnist_folder", "load_npz", "load_csv", "load_sklearn", "load_svmlight", "load_drebin_folder",
-           "load_drebin_csv", "select_features"]
+           "load_drebin_csv", "select_features", "load_lfw", "download_lfw"]

@@ -1,5 +1,5 @@
 """Neural networks trained in torch with seeded, deterministic training: the paper's MLP (2×200 ReLU) and the
-small MNIST CNN (Carlini & Wagner's: three 3×3 conv layers of 64 filters, then 32 units)."""
+small MNIST CNN (Carlini & Wagner's: three 3×3 conv layers of 64 filters, then 32 units), for any image shape."""
 
 from __future__ import annotations
 
@@ -101,26 +101,52 @@ class MLP(TorchNet):
 
 
 class CNN(TorchNet):
-    """Small CNN for square grey images given as flat rows: conv3×3(64)-ReLU, conv3×3(64)-ReLU, maxpool 2,
-    conv3×3(64)-ReLU, maxpool 2, dense 32-ReLU, dense n_classes (after Carlini & Wagner's MNIST network)."""
+    """Small CNN for grey images given as flat rows: conv3×3(64)-ReLU, conv3×3(64)-ReLU, maxpool 2,
+    conv3×3(64)-ReLU, maxpool 2, dense 32-ReLU, dense n_classes (after Carlini & Wagner's MNIST network).
+
+    ``image_shape=(height, width)`` gives the shape of the rows' images (a Dataset's ``image_shape``, e.g. (62, 47)
+    for LFW); with None, rows of a square number of features are square images (MNIST's 28×28). The dense layer's
+    size follows from the shape; the smallest image is 12×12.
+    """
 
     def __init__(self, channels: tuple[int, ...] = (64, 64, 64), dense: int = 32, weight_decay: float = 0.0,
                  epochs: int = 10, batch_size_train: int = 64, lr: float = 1e-3, seed: int = 0,
-                 device: str = "cpu", batch_size: int = 1024) -> None:
+                 device: str = "cpu", batch_size: int = 1024, image_shape: tuple[int, int] | None = None) -> None:
         super().__init__(weight_decay, epochs, batch_size_train, lr, seed, device, batch_size)
         self.channels = tuple(channels)
         self.dense = dense
+        if image_shape is not None:
+            try:
+                image_shape = tuple(int(v) for v in image_shape)
+            except (TypeError, ValueError):
+                image_shape = ()
+            if len(image_shape) != 2 or min(image_shape) < 1:
+                raise ConfigError("image_shape must be (height, width), two positive integers, e.g. (62, 47)")
+        self.image_shape = image_shape
+
+    def input_shape(self, n_features: int) -> tuple[int, int]:
+        """(height, width) of the images of ``n_features``-feature rows: ``image_shape``, or the square."""
+        if self.image_shape is not None:
+            h, w = self.image_shape
+            if h * w != n_features:
+                raise ConfigError(f"image_shape={h}×{w} has {h * w} pixels but the rows have {n_features} features; "
+                                  "set image_shape to the data's (its Dataset.image_shape)")
+            return h, w
+        side = math.isqrt(n_features)
+        if side * side != n_features:
+            raise ConfigError(f"the CNN cannot tell the image shape of rows of {n_features} features (not a square); "
+                              "pass image_shape=(height, width), the Dataset's image_shape, e.g. (62, 47) for LFW")
+        return side, side
 
     def build_module(self, n_features: int, n_classes: int) -> nn.Module:
-        side = math.isqrt(n_features)
-        if side * side != n_features or side < 8:
-            raise ConfigError(f"the CNN needs square grey images as rows (28×28 = 784 features); got {n_features} "
-                              "features")
+        h, w = self.input_shape(n_features)
+        after_h, after_w = (((side - 4) // 2 - 2) // 2 for side in (h, w))
+        if after_h < 1 or after_w < 1:
+            raise ConfigError(f"the CNN needs images of at least 12×12 pixels; got {h}×{w}")
         c1, c2, c3 = self.channels
-        after = ((side - 4) // 2 - 2) // 2
         return nn.Sequential(
-            nn.Unflatten(1, (1, side, side)),
+            nn.Unflatten(1, (1, h, w)),
             nn.Conv2d(1, c1, 3), nn.ReLU(), nn.Conv2d(c1, c2, 3), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(c2, c3, 3), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Linear(c3 * after * after, self.dense), nn.ReLU(), nn.Linear(self.dense, n_classes),
+            nn.Flatten(), nn.Linear(c3 * after_h * after_w, self.dense), nn.ReLU(), nn.Linear(self.dense, n_classes),
         )
