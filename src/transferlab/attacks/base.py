@@ -50,6 +50,31 @@ def steepest_direction(grad: torch.Tensor, p: float, movable: torch.Tensor | Non
     return direction.reshape(grad.shape)
 
 
+#: the least value of each numeric solver setting of the attacks (strict: must exceed it)
+SETTING_MINIMUM: dict[str, tuple[float, bool]] = {
+    "max_iter": (1, False), "steps": (1, False), "grid": (1, False), "bisection": (0, False),
+    "warm_grid": (0, False), "features_per_step": (1, False), "tol": (0, False), "step_size": (0, True),
+    "decay": (0, False), "seed": (0, False),
+}
+
+
+def check_settings(attack: Any) -> None:
+    """Every numeric setting of an attack has the right type and lies in its range (a setting that silently
+    disables the attack, such as ``max_iter: 0`` or ``tol: nan``, is an error naming it)."""
+    import dataclasses
+
+    for f in dataclasses.fields(attack):
+        if f.name not in SETTING_MINIMUM:
+            continue
+        value = getattr(attack, f.name)
+        least, strict = SETTING_MINIMUM[f.name]
+        whole = f.type in ("int", int)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (whole and not isinstance(value, int)):
+            raise ConfigError(f"{f.name} must be {'a whole number' if whole else 'a number'}, got {value!r}")
+        if not np.isfinite(value) or value < least or (strict and value == least):
+            raise ConfigError(f"{f.name} must be {'>' if strict else '>='} {least:g}, got {value!r}")
+
+
 @dataclass
 class EvasionAttack:
     """Base of the evasion attacks: ``attack.run(model, X, y) -> X_adv`` on a whole batch.
@@ -73,8 +98,10 @@ class EvasionAttack:
 
     def __post_init__(self) -> None:
         self.p = parse_norm(self.norm)
-        if not np.isfinite(self.eps) or self.eps < 0:
-            raise ConfigError(f"eps must be a finite number >= 0, got {self.eps}; the budget cannot be negative")
+        if isinstance(self.eps, bool) or not isinstance(self.eps, (int, float)) or not np.isfinite(self.eps) \
+                or self.eps < 0:
+            raise ConfigError(f"eps must be a finite number >= 0, got {self.eps!r}; the budget cannot be negative")
+        check_settings(self)
         self.result_: AttackResult | None = None
 
     def with_eps(self, eps: float) -> EvasionAttack:

@@ -139,9 +139,12 @@ def create_model(config: ExperimentConfig, name: str, repetition: int, draw: int
     model.device = config.device
     if hasattr(model, "seed"):
         model.seed = config.seed * 100_003 + repetition * 101 + draw
-    for key in ("channels", "hidden"):
+    for key in ("channels", "hidden", "image_shape"):
         if hasattr(model, key) and isinstance(getattr(model, key), list):
             setattr(model, key, tuple(getattr(model, key)))
+    if getattr(model, "image_shape", ()) is None:
+        # image models take the shape from the data (e.g. 62×47 faces), unless the config overrides it
+        model.image_shape = load_dataset(config).image_shape
     return model
 
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
@@ -32,11 +34,18 @@ class DatasetConfig(Strict):
     select_features: Optional[int] = Field(default=None, ge=1)
 
 
+#: bounds on what a small config can ask for (memory and time are spent only after validation)
+MAX_PART = 10_000_000
+MAX_REPETITIONS = 1_000
+MAX_BUDGETS = 200
+MAX_CONFIG_BYTES = 1 << 20
+
+
 class SplitConfig(Strict):
-    n_target: int = Field(gt=0)
-    n_surrogate: int = Field(gt=0)
-    n_test: int = Field(gt=0)
-    n_validation: int = Field(default=0, ge=0)
+    n_target: int = Field(gt=0, le=MAX_PART)
+    n_surrogate: int = Field(gt=0, le=MAX_PART)
+    n_test: int = Field(gt=0, le=MAX_PART)
+    n_validation: int = Field(default=0, ge=0, le=MAX_PART)
 
 
 class AttackConfig(Strict):
@@ -58,8 +67,8 @@ class AttackConfig(Strict):
 
     kind: Literal["pgd_line_search", "pgd", "fgsm", "mifgsm", "feature_addition", "poisoning"] = "pgd_line_search"
     norm: Literal["1", "2", "inf"] = "2"
-    eps: list[float] = Field(default_factory=list)
-    fractions: list[float] = Field(default_factory=list)
+    eps: list[float] = Field(default_factory=list, max_length=MAX_BUDGETS)
+    fractions: list[float] = Field(default_factory=list, max_length=MAX_BUDGETS)
     lb: Optional[float] = 0.0
     ub: Optional[float] = 1.0
     loss: Literal["margin", "cross_entropy"] = "margin"
@@ -99,6 +108,12 @@ class AttackConfig(Strict):
             raise ValueError("a poisoning attack needs fractions, e.g. [0.05, 0.1, 0.2]")
         if self.kind != "poisoning" and not self.eps:
             raise ValueError("an evasion attack needs eps, the list of budgets, e.g. [0, 0.5, 1, 2]")
+        for name in ("lb", "ub"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise ValueError(f"attack.{name}: must be a finite number or null (unbounded), got {value}")
+        if self.lb is not None and self.ub is not None and not self.lb < self.ub:
+            raise ValueError(f"attack.lb: {self.lb} must be below attack.ub ({self.ub}); swap or fix the box")
         if (self.binary or self.kind == "feature_addition") and self.norm != "1":
             raise ValueError("binary features are attacked with an l1 budget (eps = number of changed features): "
                              "set norm: 1")
@@ -144,8 +159,8 @@ class ExperimentConfig(Strict):
     kind: Literal["evasion", "poisoning"] = "evasion"
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
     split: SplitConfig
-    repetitions: int = Field(default=1, ge=1)
-    surrogate_fractions: list[float] = Field(default=[1.0], min_length=1)
+    repetitions: int = Field(default=1, ge=1, le=MAX_REPETITIONS)
+    surrogate_fractions: list[float] = Field(default=[1.0], min_length=1, max_length=MAX_BUDGETS)
     surrogates: list[str] = Field(min_length=1)
     targets: list[str] = Field(min_length=1)
     white_box: bool = True
@@ -155,7 +170,7 @@ class ExperimentConfig(Strict):
     variance: VarianceConfig = Field(default_factory=VarianceConfig)
     nn_sweep: Optional[SweepConfig] = None
     keep_points: bool = True
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, lt=2 ** 63)
     device: Literal["cpu", "cuda"] = "cpu"
 
     @field_validator("surrogate_fractions")
@@ -194,6 +209,16 @@ class ExperimentConfig(Strict):
         for name in self.model_overrides:
             if name not in MODELS:
                 raise ValueError(f"model_overrides: unknown model {name!r}")
+        for field_name in ("surrogates", "targets"):
+            names = getattr(self, field_name)
+            repeated = sorted({n for n in names if names.count(n) > 1})
+            if repeated:
+                raise ValueError(f"{field_name}: {repeated[0]!r} is listed twice; name each model once")
+        for name, overrides in self.model_overrides.items():
+            from transferlab.models.registry import check_overrides
+
+            check_overrides(name, overrides)
+        _check_solver(self)
         for name in self.attack.double_init:
             if name not in self.surrogates and name not in self.targets:
                 raise ValueError(f"attack.double_init: {name!r} is neither a surrogate nor a target of this config")
@@ -209,10 +234,39 @@ class ExperimentConfig(Strict):
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def _check_solver(config: "ExperimentConfig") -> None:
+    """Build the configured attack once, so an unknown or out-of-range solver setting is reported now, naming
+    ``attack.solver``, and not inside a cell after the training stage."""
+    a = config.attack
+    if a.kind == "poisoning":
+        from transferlab.attacks.poisoning import Poisoning
+
+        try:
+            Poisoning(surrogate=config.surrogates[0], n_points=1, lb=a.lb, ub=a.ub, **a.solver)
+        except TypeError as exc:
+            raise ValueError(f"attack.solver: {exc}") from None
+        except ConfigError as exc:
+            raise ValueError(f"attack.solver: {exc}") from None
+        return
+    from transferlab.attacks import evasion_attack
+
+    solver = dict(a.solver)
+    if a.double_init:
+        solver["double_init"] = True
+    try:
+        evasion_attack(a.kind, norm=a.norm, eps=max(a.eps), lb=a.lb, ub=a.ub, loss=a.loss, **solver)
+    except ConfigError as exc:
+        message = str(exc).removeprefix("config field 'attack.solver': ")
+        raise ValueError(f"attack.solver: {message}") from None
+
+
 def _format_validation_error(exc: ValidationError, source: str) -> str:
     first = exc.errors()[0]
     where = ".".join(str(p) for p in first["loc"]) or "(top level)"
     message = first["msg"].removeprefix("Value error, ")
+    named = re.match(r"^([a-z_]+(?:\.[a-z_]+)*): (.*)$", message)
+    if named and where in ("(top level)", named.group(1).split(".")[0]):
+        where, message = named.group(1), named.group(2)
     more = f" (and {len(exc.errors()) - 1} more problem(s))" if len(exc.errors()) > 1 else ""
     return f"{source}: config field '{where}': {message}{more}"
 

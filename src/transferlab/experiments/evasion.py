@@ -197,13 +197,14 @@ def craft(run_dir: Path, config: ExperimentConfig, cell: Cell):
     positive = _positive(config)
     for name in target_names:
         target_cell = Cell("train", cell.repetition, name, "target")
-        if cell.role == WHITE_BOX:
-            target, target_grad = source, source_grad
-        else:
-            target, target_grad = _target_and_clean_gradient(run_dir, config, target_cell, X, y)
         threshold = load_extra(run_dir, target_cell).get("threshold")
+        if cell.role == WHITE_BOX:
+            target, target_grad, clean = source, source_grad, None
+        else:
+            target, target_grad, clean = _target_state(run_dir, config, target_cell, X, y, threshold, positive)
         for eps, X_adv in crafted.items():
-            error = metrics.transfer_rate(decide(target, X_adv, threshold, positive), y)
+            predicted = clean if (eps == 0 and clean is not None) else decide(target, X_adv, threshold, positive)
+            error = metrics.transfer_rate(predicted, y)
             results.append({**base, "target": name, "setting": cell.role, "budget": eps, "error": error,
                             "n_points": len(y)})
         if target.differentiable:
@@ -218,14 +219,14 @@ def craft(run_dir: Path, config: ExperimentConfig, cell: Cell):
     return files, {"n_points": len(y)}, {"results": results, "metrics": metric_rows}
 
 
-def _target_and_clean_gradient(run_dir: Path, config: ExperimentConfig, target_cell: Cell, X: np.ndarray,
-                               y: np.ndarray) -> tuple[models.Classifier, np.ndarray | None]:
-    """A trained target and its input gradient at the clean attacked points, computed once per process and
-    repetition (every transfer cell of a repetition evaluates the same targets on the same points)."""
+def _target_state(run_dir: Path, config: ExperimentConfig, target_cell: Cell, X: np.ndarray, y: np.ndarray,
+                  threshold: float | None, positive: int) -> tuple[models.Classifier, np.ndarray | None, np.ndarray]:
+    """A trained target, its input gradient and its decisions at the clean attacked points, computed once per
+    process and repetition (every transfer cell of a repetition evaluates the same targets on the same points)."""
     def make():
         target = load_model(run_dir, target_cell, config.device)
         gradient = target.input_gradient(X, y, config.attack.loss) if target.differentiable else None
-        return target, gradient
+        return target, gradient, decide(target, X, threshold, positive)
 
     key = ("target", str(run_dir), config.identity_hash(), target_cell.cell_id)
     return _cached_targets(key, make)

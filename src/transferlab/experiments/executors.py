@@ -4,6 +4,9 @@ config and the cells to run, and yields each cell's output as it finishes (in an
 from __future__ import annotations
 
 import multiprocessing
+import os
+import signal
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -30,6 +33,28 @@ def execute(run_dir: str, config: ExperimentConfig, cell: Cell) -> CellOutput:
     return CellOutput(cell.cell_id, cell.stage, time.perf_counter() - start, files, info, rows)
 
 
+def end_with_parent(parent_pid: int) -> None:
+    """Make a worker process end when the run that started it ends, even by kill -9 (which lets no cleanup run):
+    Linux's PR_SET_PDEATHSIG where available, and everywhere a watchdog thread that polls the parent."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent_pid:  # the parent died before the signal was armed
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent_pid:
+                os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="end-with-parent").start()
+
+
 def inline(run_dir: str, config: ExperimentConfig, todo: Sequence[Cell], workers: int,
            scheduler: str | None) -> Iterator[CellOutput]:
     for cell in todo:
@@ -38,7 +63,8 @@ def inline(run_dir: str, config: ExperimentConfig, todo: Sequence[Cell], workers
 
 def processes(run_dir: str, config: ExperimentConfig, todo: Sequence[Cell], workers: int,
               scheduler: str | None) -> Iterator[CellOutput]:
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=end_with_parent, initargs=(os.getpid(),))
     try:
         futures = [pool.submit(execute, run_dir, config, cell) for cell in todo]
         for future in as_completed(futures):
@@ -58,7 +84,13 @@ def dask(run_dir: str, config: ExperimentConfig, todo: Sequence[Cell], workers: 
         raise ConfigError("the dask executor needs dask[distributed]: pip install 'transferlab[dask]'") from None
     cluster = None if scheduler else LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                                   dashboard_address=None)
-    client = Client(scheduler or cluster)
+    try:
+        client = Client(scheduler or cluster, timeout="20s")
+    except (OSError, TimeoutError) as exc:
+        if cluster is not None:
+            cluster.close()
+        raise ConfigError(f"cannot reach the Dask scheduler {scheduler!r} ({exc}); check the address "
+                          "(e.g. tcp://host:8786) and that the scheduler is running") from None
     try:
         futures = [client.submit(execute, run_dir, config, cell, key=cell.cell_id.replace("/", "-"), pure=False)
                    for cell in todo]

@@ -4,18 +4,22 @@ built from the store afterwards, by the caller (``transferlab.report``; experime
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import os
 import platform
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import yaml
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 import transferlab
 from transferlab.errors import ConfigError
-from transferlab.experiments.common import clear_cache
+from transferlab.experiments.common import clear_cache, load_dataset
 from transferlab.experiments.config import ExperimentConfig
 from transferlab.experiments.executors import EXECUTORS, KINDS
 from transferlab.experiments.store import Store
@@ -35,36 +39,98 @@ def run_experiment(config: ExperimentConfig, out: str | os.PathLike, workers: in
                             "dask" if scheduler else "processes")
     if executor not in EXECUTORS:
         raise ConfigError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
-    run_dir = Path(out).resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = _prepare_folder(out)
+    clear_cache()
+    kind = KINDS[config.kind]
+    kind.check_data(config)  # load, split and check the data first: a data problem stops the run before any write
+    fingerprint = data_fingerprint(load_dataset(config))
     config_yaml = yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
-    store = Store(run_dir / "store.sqlite")
-    try:
-        store.claim(config.identity_hash(), config_yaml, force)
-        tmp = run_dir / "config.yaml.tmp"
-        tmp.write_text(config_yaml)
-        os.replace(tmp, run_dir / "config.yaml")
-        clear_cache()
-        kind = KINDS[config.kind]
-        kind.check_data(config)  # load and split the data here: a data problem stops the run at once
-        done = store.done_cells(run_dir)
-        stages = kind.plan(config)
-        started = time.time()
-        columns = (TextColumn("{task.description:<8}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-        with Progress(*columns, disable=not show_progress, transient=False) as progress:
-            for stage in stages:
-                todo = [c for c in stage if c.cell_id not in done]
-                task = progress.add_task(stage[0].stage, total=len(stage), completed=len(stage) - len(todo))
-                for output in EXECUTORS[executor](str(run_dir), config, todo, workers, scheduler):
-                    store.record(output.cell_id, output.stage, output.seconds, output.files, output.info,
-                                 output.rows)
-                    progress.advance(task)
-        store.set_meta("versions", json.dumps(_versions()))
-        store.set_meta("last_run", json.dumps({"seconds": time.time() - started, "workers": workers,
-                                               "executor": executor}))
-    finally:
-        store.close()
+    with run_folder_lock(run_dir):
+        store = Store(run_dir / "store.sqlite")
+        try:
+            store.claim(config.identity_hash(), config_yaml, force, fingerprint)
+            tmp = run_dir / "config.yaml.tmp"
+            tmp.write_text(config_yaml)
+            os.replace(tmp, run_dir / "config.yaml")
+            done = store.done_cells(run_dir)
+            stages = kind.plan(config)
+            started = time.time()
+            columns = (TextColumn("{task.description:<8}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+            with Progress(*columns, disable=not show_progress, transient=False) as progress:
+                for stage in stages:
+                    todo = [c for c in stage if c.cell_id not in done]
+                    task = progress.add_task(stage[0].stage, total=len(stage), completed=len(stage) - len(todo))
+                    for output in EXECUTORS[executor](str(run_dir), config, todo, workers, scheduler):
+                        store.record(output.cell_id, output.stage, output.seconds, output.files, output.info,
+                                     output.rows)
+                        progress.advance(task)
+            store.set_meta("versions", json.dumps(_versions()))
+            store.set_meta("last_run", json.dumps({"seconds": time.time() - started, "workers": workers,
+                                                   "executor": executor}))
+        except OSError as exc:
+            raise ConfigError(f"cannot write to the run folder {run_dir}: {exc.strerror or exc}; free space or "
+                              "choose another --out") from None
+        finally:
+            store.close()
     return run_dir
+
+
+def _prepare_folder(out: str | os.PathLike) -> Path:
+    """The run folder, created if needed; a path that is a file or cannot be written is a clear error."""
+    run_dir = Path(out).resolve()
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"--out {run_dir} is a file, not a folder; choose a folder for the run")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"cannot write to the run folder {run_dir}: {exc.strerror or exc}; choose another --out") \
+            from None
+    return run_dir
+
+
+@contextmanager
+def run_folder_lock(run_dir: Path) -> Iterator[None]:
+    """One writer per run folder: an exclusive lock on ``.lock`` held while the run lasts. The operating system
+    releases it when the process ends, even by kill -9, so a crashed run never blocks the next one."""
+    handle = open(run_dir / ".lock", "a+")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "?"
+            raise ConfigError(f"another transferlab run (pid {holder}) is writing to {run_dir}; wait for it to end "
+                              "or choose another --out") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        yield
+    finally:
+        handle.close()
+
+
+def data_fingerprint(dataset) -> str:
+    """SHA-256 of the data a run reads (features, labels, class and feature names): part of the run's identity,
+    so resuming a run on other data is refused."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    digest = hashlib.sha256()
+    X = dataset.X
+    if sp.issparse(X):
+        X = X.tocsr()
+        for part in (X.data, X.indices, X.indptr):
+            digest.update(np.ascontiguousarray(part).tobytes())
+    else:
+        digest.update(np.ascontiguousarray(X).tobytes())
+    digest.update(str(X.shape).encode())
+    digest.update(np.ascontiguousarray(dataset.y).tobytes())
+    digest.update(json.dumps([list(map(str, dataset.classes)), list(dataset.feature_names or [])]).encode())
+    return digest.hexdigest()
 
 
 def _versions() -> dict[str, str]:

@@ -44,30 +44,51 @@ def sha256_file(path: str | os.PathLike) -> str:
 
 
 class Store:
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, create: bool = True) -> None:
+        """Open (or, with ``create``, create) a store; a file that is not a transferlab store is a clear error."""
         self.path = Path(path)
-        self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.executescript(SCHEMA)
+        if not create and not self.path.is_file():
+            raise ConfigError(f"{self.path.parent} holds no transferlab run (store.sqlite is missing); run "
+                              "`transferlab run` first")
+        try:
+            self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            if create:
+                self.db.executescript(SCHEMA)
+            tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        except sqlite3.DatabaseError as exc:
+            raise ConfigError(f"{self.path} is not a readable transferlab store ({exc}); rerun the experiment in a "
+                              "new --out folder") from None
+        missing = {"meta", "cells", "results", "metrics", "sweep"} - tables
+        if missing:
+            raise ConfigError(f"{self.path} is not a transferlab store (no table {sorted(missing)[0]!r}); rerun the "
+                              "experiment in a new --out folder")
 
     def close(self) -> None:
         self.db.close()
 
     # ---- identity of the run -------------------------------------------------------------------------
-    def claim(self, config_hash: str, config_yaml: str, force: bool) -> None:
-        """Bind this folder to a config; a folder made by another config is refused unless ``force``."""
+    def claim(self, config_hash: str, config_yaml: str, force: bool, data_fingerprint: str | None = None) -> None:
+        """Bind this folder to a config and the data it reads; a folder made by another config or on other data is
+        refused unless ``force`` (which discards it)."""
         row = self.db.execute("SELECT value FROM meta WHERE key='config_hash'").fetchone()
-        if row is not None and row[0] != config_hash:
+        data_row = self.db.execute("SELECT value FROM meta WHERE key='data_fingerprint'").fetchone()
+        other_config = row is not None and row[0] != config_hash
+        other_data = data_row is not None and data_fingerprint is not None and data_row[0] != data_fingerprint
+        if other_config or other_data:
             if not force:
-                raise ConfigError(f"{self.path.parent} holds a run of a different config; choose another --out "
-                                  "folder, or pass --force to discard that run and start over")
+                what = "a different config" if other_config else "other data (the dataset's content differs)"
+                raise ConfigError(f"{self.path.parent} holds a run of {what}; choose another --out folder, or pass "
+                                  "--force to discard that run and start over")
             with self._transaction():
                 for table in ("cells", "results", "metrics", "sweep", "meta"):
                     self.db.execute(f"DELETE FROM {table}")  # noqa: S608 (fixed table names)
         with self._transaction():
             self.db.execute("INSERT OR REPLACE INTO meta VALUES ('config_hash', ?)", (config_hash,))
             self.db.execute("INSERT OR REPLACE INTO meta VALUES ('config_yaml', ?)", (config_yaml,))
+            if data_fingerprint is not None:
+                self.db.execute("INSERT OR REPLACE INTO meta VALUES ('data_fingerprint', ?)", (data_fingerprint,))
 
     def meta(self, key: str) -> str | None:
         row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
@@ -100,6 +121,9 @@ class Store:
                rows: dict[str, Iterable[dict[str, Any]]]) -> None:
         """Write a finished cell and all its rows in one transaction."""
         with self._transaction():
+            # a cell's rows are keyed by its id: recording it again replaces them, never duplicates them
+            for table in ("results", "metrics", "sweep"):
+                self.db.execute(f"DELETE FROM {table} WHERE cell_id=?", (cell_id,))  # noqa: S608
             self.db.execute("INSERT OR REPLACE INTO cells VALUES (?, ?, ?, ?, ?, ?)",
                             (cell_id, stage, seconds, time.time(), json.dumps(files), json.dumps(info)))
             for table, table_rows in rows.items():
@@ -110,9 +134,12 @@ class Store:
                                     (cell_id, *row.values()))
 
     def table(self, name: str) -> list[dict[str, Any]]:
-        cursor = self.db.execute(f"SELECT * FROM {name}")  # noqa: S608
-        columns = [c[0] for c in cursor.description]
-        return [dict(zip(columns, row)) for row in cursor.fetchall()]
+        try:
+            cursor = self.db.execute(f"SELECT * FROM {name}")  # noqa: S608
+            columns = [c[0] for c in cursor.description]
+            return [dict(zip(columns, row)) for row in cursor.fetchall()]
+        except sqlite3.DatabaseError as exc:
+            raise ConfigError(f"{self.path} is corrupt ({exc}); rerun the experiment in a new --out folder") from None
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:

@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from transferlab.errors import ConfigError
 from transferlab.models.base import Classifier
 from transferlab.models.forest import RandomForest
@@ -50,6 +52,32 @@ def create(name: str, **overrides: Any) -> Classifier:
         return spec.factory(**{**spec.params, **overrides})
     except TypeError as exc:
         raise ConfigError(f"model {name!r}: {exc}") from None
+
+
+def check_overrides(name: str, overrides: dict[str, Any]) -> None:
+    """Overrides of a registry model's parameters, checked before any training: every key must be a parameter of
+    the model and every value of the parameter's kind (a number for a number, a list for a tuple, ...)."""
+    if not isinstance(overrides, dict):
+        raise ConfigError(f"model_overrides.{name}: give a mapping of parameters, e.g. {{epochs: 5}}")
+    model = create(name)
+    defaults = model.get_params()
+    for key, value in overrides.items():
+        if key not in defaults:
+            raise ConfigError(f"model_overrides.{name}: {type(model).__name__} has no parameter {key!r}; it has "
+                              f"{', '.join(defaults)}")
+        default = defaults[key]
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        ok = (value is None or isinstance(default, bool) and isinstance(value, bool)
+              or isinstance(default, (int, float)) and not isinstance(default, bool) and number
+              or isinstance(default, (tuple, list)) and isinstance(value, (tuple, list))
+              and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+              or isinstance(default, str) and isinstance(value, str)
+              or default is None and (number or isinstance(value, str) or isinstance(value, (tuple, list))
+                                      and all(isinstance(v, int) and not isinstance(v, bool) for v in value)))
+        if not ok:
+            raise ConfigError(f"model_overrides.{name}.{key}: expected a value like {default!r}, got {value!r}")
+        if number and not np.isfinite(value):
+            raise ConfigError(f"model_overrides.{name}.{key}: must be a finite number, got {value!r}")
 
 
 def describe(name: str) -> dict[str, Any]:

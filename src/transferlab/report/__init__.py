@@ -20,10 +20,11 @@ from transferlab.report.tables import (CORRELATION_COLUMNS, METRIC_COLUMNS, RESU
 def build_report(run_dir: str | Path) -> Path:
     """Write results.csv, metrics.csv, correlations.csv, figures/*.png and report.html into ``run_dir``."""
     run_dir = Path(run_dir)
-    if not (run_dir / "store.sqlite").is_file():
-        raise ConfigError(f"{run_dir} holds no transferlab run (store.sqlite is missing); run `transferlab run` first")
-    store = Store(run_dir / "store.sqlite")
+    store = Store(run_dir / "store.sqlite", create=False)
     try:
+        if not store.table("cells"):
+            raise ConfigError(f"{run_dir} holds no finished cell yet; run (or resume) the experiment first — the "
+                              "outputs there are left as they are")
         config = yaml.safe_load(store.meta("config_yaml") or "{}")
         results = sort_rows(store.table("results"), ["setting", "repetition", "surrogate", "fraction", "target",
                                                      "budget"])
@@ -147,7 +148,8 @@ table{{border-collapse:collapse;font-size:12px}}td,th{{border:1px solid #ccc;pad
 pre{{background:#f6f6f6;padding:1em;font-size:12px}}</style></head><body>
 <h1>transferlab report — {html.escape(str(config.get('name', '')))}</h1>
 <p>Transferability of {html.escape(str(config.get('kind', 'evasion')))} attacks after Demontis et al., <i>Why Do Adversarial Attacks Transfer?</i> (USENIX
-Security 2019). Errors are averaged over {config.get('repetitions', '?')} repetition(s). {wall}.</p>
+Security 2019). Errors are averaged over {html.escape(str(config.get('repetitions', '?')))} repetition(s).
+{html.escape(wall)}.</p>
 {_detection_html(config, detection)}<h2>Figures</h2>{images}
 <h2>Correlation of transfer rate with S, R, V (paper Table 1)</h2>
 <p>Pooled over all surrogate–target pairs at each budget (per-target rows are in correlations.csv).</p>
