@@ -11,7 +11,7 @@ import torch
 
 from transferlab.attacks.constraints import Ball, Box, Constraint, Intersection, lp_norm, parse_norm
 from transferlab.attacks.objectives import Objective
-from transferlab.errors import ConfigError
+from transferlab.errors import ConfigError, DataError
 from transferlab.models.base import Classifier, NotDifferentiableError, check_X, check_y
 
 
@@ -122,6 +122,9 @@ class EvasionAttack:
                                          "differentiable surrogate and evaluate the points on this model")
         as_tensor = isinstance(X, torch.Tensor)
         x0 = torch.as_tensor(check_X(X), dtype=torch.float64, device=model.torch_device)
+        if x0.shape[0] == 0:
+            raise DataError("X has no rows: there is nothing to attack")
+        model.check_features(x0)
         labels = torch.as_tensor(check_y(y, x0.shape[0], model.n_classes_), device=model.torch_device)
         domain = self.domain
         domain.check_start(x0)

@@ -42,31 +42,47 @@ DEFAULT_MIRRORS = (
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
+#: the largest IDX payload read (bytes): MNIST's largest file is 47 MB; a header asking for more is refused before
+#: any memory is spent, and a gzip stream is never decompressed beyond what the header announces
+MAX_IDX_BYTES = 1 << 31
+
+
 def read_idx(path: str | os.PathLike) -> np.ndarray:
-    """Read one IDX file (raw or gzip-compressed), validating its magic number, dimensions and size."""
+    """Read one IDX file (raw or gzip-compressed), validating its magic number, dimensions and size.
+
+    The header is read first; the payload it announces must be at most :data:`MAX_IDX_BYTES`, and a gzip file is
+    decompressed as a stream up to that size plus one byte (a gzip bomb stops there)."""
     path = Path(path)
     try:
-        raw = path.read_bytes()
-        if raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
+        with open(path, "rb") as fh:
+            compressed = fh.read(2) == b"\x1f\x8b"
+        opener = gzip.open if compressed else open
+        with opener(path, "rb") as stream:
+            head = stream.read(4)
+            if len(head) < 4 or head[0:2] != b"\x00\x00" or head[2] not in _IDX_DTYPES or not 1 <= head[3] <= 4:
+                raise DataError(f"{path} is not an IDX file (wrong magic number {head.hex() or 'none'}); "
+                                "expected e.g. 00000803 for images, 00000801 for labels")
+            dtype, ndim = np.dtype(_IDX_DTYPES[head[2]]), head[3]
+            dims = stream.read(4 * ndim)
+            if len(dims) < 4 * ndim:
+                raise DataError(f"{path} is truncated: its header is incomplete; download it again")
+            shape = tuple(int(d) for d in np.frombuffer(dims, dtype=">u4"))
+            size = dtype.itemsize
+            for d in shape:
+                size *= d
+            if size > MAX_IDX_BYTES:
+                raise DataError(f"{path}: its header announces {size:,} bytes of data (shape {shape}), more than the "
+                                f"{MAX_IDX_BYTES:,} transferlab reads; the file is corrupt or not MNIST")
+            payload = stream.read(size + 1)
     except FileNotFoundError:
         raise DataError(f"IDX file not found: {path}") from None
     except (OSError, EOFError, zlib.error) as exc:
         raise DataError(f"{path} is not a readable gzip file ({exc}); download it again") from None
-    if len(raw) < 4 or raw[0:2] != b"\x00\x00" or raw[2] not in _IDX_DTYPES or not 1 <= raw[3] <= 4:
-        raise DataError(f"{path} is not an IDX file (wrong magic number {raw[:4].hex() or 'none'}); "
-                        "expected e.g. 00000803 for images, 00000801 for labels")
-    dtype, ndim = np.dtype(_IDX_DTYPES[raw[2]]), raw[3]
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise DataError(f"{path} is truncated: its header is incomplete; download it again")
-    shape = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
-    expected = header + int(np.prod(shape)) * dtype.itemsize
-    if len(raw) != expected:
-        state = "truncated" if len(raw) < expected else "longer than its header says"
-        raise DataError(f"{path} is {state} ({len(raw)} bytes, expected {expected} for shape {shape}); "
+    if len(payload) != size:
+        state = "truncated" if len(payload) < size else "longer than its header says"
+        raise DataError(f"{path} is {state} (expected {size + 4 + 4 * ndim} bytes for shape {shape}); "
                         "download it again")
-    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
+    return np.frombuffer(payload, dtype=dtype).reshape(shape)
 
 
 def write_idx(path: str | os.PathLike, array: np.ndarray, compress: bool | None = None) -> None:
@@ -103,6 +119,9 @@ def read_mnist_folder(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, 
         for images, labels, part in ((train_x, train_y, "train"), (test_x, test_y, "t10k")):
             if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
                 raise DataError(f"{folder}: {part} images {images.shape} and labels {labels.shape} do not match")
+            if images.shape[1:] != IMAGE_SHAPE:
+                raise DataError(f"{folder}: {part} images are {images.shape[1]}×{images.shape[2]}, not MNIST's "
+                                "28×28; point path at the MNIST files")
         return train_x, train_y, test_x, test_y
     if (folder / "mnist.npz").is_file():
         return _read_keras_npz(folder / "mnist.npz")
@@ -112,6 +131,9 @@ def read_mnist_folder(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, 
 
 
 def _read_keras_npz(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    from transferlab.datasets.tabular import check_npz_size
+
+    check_npz_size(path)
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = [np.asarray(npz[key]) for key in ("x_train", "y_train", "x_test", "y_test")]
@@ -152,6 +174,14 @@ def mnist_digits(digits: tuple[int, ...], path: str | os.PathLike | None = None)
         images = np.concatenate([train_x, test_x])
         labels = np.concatenate([train_y, test_y])
         is_test = np.r_[np.zeros(train_y.shape[0], bool), np.ones(test_y.shape[0], bool)]
+    if images.dtype != np.uint8 or labels.dtype.kind not in "iu":
+        raise DataError(f"{path}: MNIST images must be unsigned bytes and labels integers, got {images.dtype} and "
+                        f"{labels.dtype}")
+    if labels.size and (labels.min() < 0 or labels.max() > 9):
+        raise DataError(f"{path}: MNIST labels must be digits 0-9, got values from {labels.min()} to {labels.max()}")
+    absent = [d for d in digits if not np.any(labels == d)]
+    if absent:
+        raise DataError(f"{path}: the data hold no image of digit(s) {absent}; choose other digits or fix the path")
     keep = np.isin(labels, digits)
     mapping = np.full(256, -1)
     mapping[list(digits)] = np.arange(len(digits))

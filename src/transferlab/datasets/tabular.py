@@ -20,6 +20,25 @@ def _encode_labels(raw: np.ndarray, source: str) -> tuple[np.ndarray, list[str]]
     return y.astype(np.int64), [str(v) for v in values.tolist()]
 
 
+#: the most an npz file may decompress to (bytes), checked from its zip directory before anything is read
+MAX_NPZ_BYTES = 1 << 32
+
+
+def check_npz_size(path: Path, limit: int = MAX_NPZ_BYTES) -> None:
+    """Refuse an npz whose members would decompress to more than ``limit`` bytes (a zip bomb), reading only the
+    zip directory."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            total = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise DataError(f"{path} is not a readable npz file ({exc}); write it again with numpy.savez") from None
+    if total > limit:
+        raise DataError(f"{path} would decompress to {total:,} bytes, more than the {limit:,} transferlab reads; "
+                        "it is corrupt or not a dataset")
+
+
 def load_npz(path: str | os.PathLike, x_key: str = "X", y_key: str = "y", name: str | None = None) -> Dataset:
     """A dataset from an npz file holding a 2-D feature array ``x_key`` and a label array ``y_key``.
 
@@ -28,6 +47,7 @@ def load_npz(path: str | os.PathLike, x_key: str = "X", y_key: str = "y", name: 
     path = Path(path)
     if not path.is_file():
         raise DataError(f"npz file not found: {path}")
+    check_npz_size(path)
     try:
         with np.load(path, allow_pickle=False) as npz:
             if x_key not in npz or y_key not in npz:

@@ -231,6 +231,8 @@ class ExperimentConfig(Strict):
         defaults are not part of it, so a field added in a later version does not change the identity of a run."""
         data = self.model_dump(mode="json", exclude_defaults=True)
         data.get("dataset", {}).pop("path", None)
+        if data.get("dataset") == {}:
+            del data["dataset"]
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -296,18 +298,40 @@ def load_config(preset_or_path: str, data_path: str | None = None, device: str |
     """A preset name or a YAML file; ``data_path`` and ``device`` override the config's dataset path and device."""
     path = Path(preset_or_path)
     if path.suffix in (".yaml", ".yml") or path.exists():
+        if path.is_dir():
+            raise ConfigError(f"{path} is a folder; give the path of a YAML config file (or a preset name)")
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
-        text, source = path.read_text(), str(path)
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path} is {path.stat().st_size:,} bytes; a config is at most {MAX_CONFIG_BYTES:,}")
+        try:
+            text, source = path.read_bytes().decode("utf-8"), str(path)
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path} is not UTF-8 text (byte {exc.start}); save the config as UTF-8") from None
+        except OSError as exc:
+            raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
     else:
         text, source = preset_text(preset_or_path), f"preset {preset_or_path}"
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{source} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    data = parse_yaml(text, source)
     if isinstance(data, dict):
         if data_path is not None:
+            if not isinstance(data.get("dataset", {}), dict):
+                raise ConfigError(f"{source}: config field 'dataset' must be a mapping (name, path, options)")
             data.setdefault("dataset", {})["path"] = data_path
         if device is not None:
             data["device"] = device
     return parse_config(data, source)
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """YAML text as data, read with the safe loader. Anchors and aliases are refused: a few aliases can expand to
+    an exponentially large document (a "billion laughs" bomb), and configs do not need them."""
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{source} is {len(text):,} characters; a config is at most {MAX_CONFIG_BYTES:,}")
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+                raise ConfigError(f"{source} uses a YAML anchor or alias (&, *); write the values out instead")
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source} is not valid YAML: {str(exc).splitlines()[0]}") from None

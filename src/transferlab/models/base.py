@@ -125,8 +125,17 @@ class Classifier:
     def as_tensor(self, X: Any) -> torch.Tensor:
         """X (ndarray, tensor, or scipy sparse: densified) as a tensor on the model's device and dtype."""
         if isinstance(X, torch.Tensor):
+            self.check_features(X)
             return X.to(device=self.torch_device, dtype=self.dtype)
-        return torch.as_tensor(check_X(X), dtype=self.dtype, device=self.torch_device)
+        X = check_X(X)
+        self.check_features(X)
+        return torch.as_tensor(X, dtype=self.dtype, device=self.torch_device)
+
+    def check_features(self, X: Any) -> None:
+        """A clear error when X has another number of features than the model was fitted on."""
+        n = getattr(self, "n_features_in_", None)
+        if n is not None and (X.ndim != 2 or X.shape[1] != n):
+            raise DataError(f"{type(self).__name__} was fitted on {n} features but X has shape {tuple(X.shape)}")
 
     def decision_function(self, X: Any) -> np.ndarray:
         """Scores of shape (n_samples, n_classes), as float64."""
@@ -134,6 +143,7 @@ class Classifier:
         if sp.issparse(X):
             # sparse rows are densified a block at a time (bounded memory), never the whole matrix
             X = check_X(X, allow_sparse=True)
+            self.check_features(X)
             rows = max(1, min(self.batch_size, SPARSE_BLOCK_ELEMENTS // max(1, X.shape[1])))
             blocks = [self.decision_function(X[i:i + rows].toarray()) for i in range(0, X.shape[0], rows)]
             return np.vstack(blocks) if blocks else np.zeros((0, self.n_classes_))

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from transferlab.errors import DataError
@@ -43,15 +44,26 @@ def load(folder: str | os.PathLike, device: str = "cpu") -> Classifier:
         state = load_file(str(folder / "weights.safetensors"))
     except FileNotFoundError as exc:
         raise DataError(f"{folder} is not a saved transferlab model ({exc.filename} is missing)") from None
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, SafetensorError) as exc:
         raise DataError(f"{folder}: the saved model is corrupt ({exc})") from None
+    if not isinstance(spec, dict) or not isinstance(spec.get("params"), dict):
+        raise DataError(f"{folder}/spec.json is not a transferlab model spec")
     if spec.get("format") != "transferlab-model/1" or spec.get("class") not in _CLASSES:
         raise DataError(f"{folder}/spec.json is not a transferlab model spec")
-    params = {k: tuple(v) if isinstance(v, list) else v for k, v in spec["params"].items()}
-    params["device"] = device
-    model = _CLASSES[spec["class"]](**params)
-    model.n_classes_, model.n_features_in_ = spec["n_classes"], spec["n_features"]
-    if spec.get("dtype") in ("float32", "float64"):
-        model.dtype = getattr(torch, spec["dtype"])
-    model.load_state_tensors(state)
+    try:
+        params = {k: tuple(v) if isinstance(v, list) else v for k, v in spec["params"].items()}
+        params["device"] = device
+        model = _CLASSES[spec["class"]](**params)
+        model.n_classes_, model.n_features_in_ = int(spec["n_classes"]), int(spec["n_features"])
+        if spec.get("dtype") in ("float32", "float64"):
+            model.dtype = getattr(torch, spec["dtype"])
+        for name, tensor in state.items():
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                raise DataError(f"{folder}: the saved weights {name!r} hold NaN or infinite values")
+        model.load_state_tensors(state)
+    except DataError:
+        raise
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as exc:
+        raise DataError(f"{folder}: the saved model does not fit its spec ({type(exc).__name__}: {exc}); save it "
+                        "again with transferlab.models.save") from None
     return model

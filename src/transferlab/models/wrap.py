@@ -41,7 +41,19 @@ def wrap(model: Any, n_classes: int | None = None, n_features: int | None = None
     if isinstance(model, nn.Module):
         if n_classes is None or n_features is None:
             raise ConfigError("wrap(module) needs n_classes= and n_features=")
-        return WrappedModule(model, n_classes, n_features, device)
+        wrapped = WrappedModule(model, n_classes, n_features, device)
+        probe = torch.zeros(2, n_features, dtype=wrapped.dtype, device=wrapped.torch_device)
+        try:
+            with torch.no_grad():
+                out = wrapped.scores(probe)
+        except Exception as exc:  # the user's module: any failure on a batch of n_features inputs is theirs
+            raise ConfigError(f"wrap: the module fails on a batch of {n_features} features ({type(exc).__name__}: "
+                              f"{exc}); check n_features") from None
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, n_classes):
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ConfigError(f"wrap: the module must return class scores of shape (batch, {n_classes}), got {shape}; "
+                              "return the logits of every class (two columns for a binary problem)")
+        return wrapped
     if getattr(model, "kernel", None) == "rbf" and hasattr(model, "support_vectors_"):
         if not isinstance(model.gamma, (int, float)):
             raise ConfigError("wrap needs an SVC fitted with a numeric gamma (not 'scale'/'auto')")
