@@ -68,7 +68,8 @@ def test_tiny_run_produces_every_output(tiny_run):
     white = [r for r in results if r["setting"] == "white-box"]
     assert {r["target"] for r in white} == {"logistic_l", "svm_rbf_h", "nn_l"}  # the forest has no white-box attack
     html = (tiny_run / "report.html").read_text()
-    assert html.count("data:image/png;base64") == 5 and "Correlation" in html
+    assert html.count("data:image/png;base64") == 6 and "Correlation" in html  # + the strip of crafted points
+    assert (tiny_run / "figures/points.png").is_file()
     metric_rows = read_csv(tiny_run / "metrics.csv")
     assert list(metric_rows[0]) == ["attack", "repetition", "surrogate", "fraction", "target", "setting", "S", "R", "V"]
     corr = read_csv(tiny_run / "correlations.csv")

@@ -175,8 +175,12 @@ def load_extra(run_dir: Path, cell: Cell) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def save_points(run_dir: Path, cell: Cell, **arrays: np.ndarray) -> dict[str, str]:
-    """Write a craft cell's points as a compressed npz (temporary name, then rename); returns {path: sha256}."""
+def save_points(run_dir: Path, cell: Cell, image_shape: tuple[int, int] | None = None,
+                **arrays: np.ndarray) -> dict[str, str]:
+    """Write a craft cell's points as a compressed npz (temporary name, then rename); returns {path: sha256}.
+    With ``image_shape`` (image data) the file also holds it, so a report can draw the points as images."""
+    if image_shape is not None:
+        arrays["image_shape"] = np.asarray(image_shape, dtype=np.int64)
     rel = "points/" + cell.cell_id.removeprefix("craft/").replace("/", "_") + ".npz"
     final = run_dir / rel
     final.parent.mkdir(parents=True, exist_ok=True)

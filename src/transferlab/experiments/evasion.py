@@ -214,8 +214,8 @@ def craft(run_dir: Path, config: ExperimentConfig, cell: Cell):
             s_value = r_value = float("nan")
         metric_rows.append({**base, "target": name, "setting": cell.role, "S": s_value, "R": r_value,
                             "V": variance})
-    files = save_points(run_dir, cell, y=y, **{f"eps_{eps:g}": crafted[eps].astype(np.float32) for eps in crafted}) \
-        if config.keep_points else {}
+    arrays = {f"eps_{eps:g}": crafted[eps].astype(np.float32) for eps in crafted}
+    files = save_points(run_dir, cell, load_dataset(config).image_shape, y=y, **arrays) if config.keep_points else {}
     return files, {"n_points": len(y)}, {"results": results, "metrics": metric_rows}
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from transferlab import metrics, models
-from transferlab.experiments.common import (TRANSFER, WHITE_BOX, Cell, create_model, load_split, model_folder,
-                                            save_model, save_points, train_cells)
+from transferlab.experiments.common import (TRANSFER, WHITE_BOX, Cell, create_model, load_dataset, load_split,
+                                            model_folder, save_model, save_points, train_cells)
 from transferlab.experiments.config import ExperimentConfig
 
 #: poisoning points at which S and R are computed (each needs an implicit gradient of surrogate and target)
@@ -120,7 +120,9 @@ def craft(run_dir: Path, config: ExperimentConfig, cell: Cell):
             s_value = metrics.gradient_size(t_grads, 2)
             r_value = metrics.gradient_alignment(src_grads, t_grads)
         metric_rows.append({**base, "target": name, "setting": cell.role, "S": s_value, "R": r_value, "V": variance})
-    files = save_points(run_dir, cell, X=X_p.astype(np.float32), y=y_p) if config.keep_points else {}
+    start = source_data.X[attack.result_.initial_indices].astype(np.float32)
+    files = save_points(run_dir, cell, load_dataset(config).image_shape, X=X_p.astype(np.float32), y=y_p,
+                        X_start=start) if config.keep_points else {}
     r = attack.result_
     info = {"n_points": n_points, "validation_loss_clean": r.validation_loss_clean,
             "validation_loss_poisoned": r.validation_loss_poisoned, "passes": r.passes}

@@ -71,6 +71,9 @@ def build_report(run_dir: str | Path) -> Path:
         budget = _most_informative_budget(pairs, budgets)
         made.append((f"Transfer rate vs S, R, V at {name} = {budget:g}",
                      figures.metric_scatter(pairs, budget, fig_dir / "metrics_vs_transfer.png", name)))
+    strip = _point_strip(run_dir, config, budgets, fig_dir / "points.png")
+    if strip is not None:
+        made.append(strip)
     if sweep:
         made.append(("MLP weight-decay sweep (paper Fig. 3)", figures.weight_decay_sweep(sweep, fig_dir /
                                                                                          "nn_weight_decay.png")))
@@ -82,6 +85,36 @@ def build_report(run_dir: str | Path) -> Path:
     tmp.write_text(_html(config, versions, last_run, cells, corr, made, results, detection))
     tmp.replace(path)
     return path
+
+
+#: points drawn per row of the strip of crafted points
+STRIP_POINTS = 8
+
+
+def _point_strip(run_dir: Path, config: dict, budgets: list[float], path: Path) -> tuple[str, Path] | None:
+    """For image data: the first points crafted on the first surrogate (repetition 0, all its data), clean and at
+    each budget of the matrices (evasion) or as started and as poisoned at the largest fraction (poisoning)."""
+    surrogates = config.get("surrogates") or []
+    if not surrogates or not budgets:
+        return None
+    surrogate, poisoning = surrogates[0], config.get("kind") == "poisoning"
+    name = f"r0_transfer_{surrogate}_f1" + (f"_p{max(budgets):g}" if poisoning else "")
+    file = run_dir / "points" / f"{name}.npz"
+    if not file.is_file():
+        return None
+    with np.load(file, allow_pickle=False) as npz:
+        if "image_shape" not in npz:
+            return None
+        shape = tuple(int(v) for v in npz["image_shape"])
+        if poisoning:
+            rows = [("start (label flipped)", npz["X_start"][:STRIP_POINTS]),
+                    (f"poisoning point ({100 * max(budgets):g}%)", npz["X"][:STRIP_POINTS])]
+            title = f"Poisoning points crafted on {surrogate}: each starts from a training image whose label is flipped"
+        else:
+            rows = [("clean", npz["eps_0"][:STRIP_POINTS])]
+            rows += [(f"ε = {b:g}", npz[f"eps_{b:g}"][:STRIP_POINTS]) for b in budgets if f"eps_{b:g}" in npz][:5]
+            title = f"Clean and adversarial points crafted on {surrogate}"
+    return title, figures.point_strip(rows, shape, path, title)
 
 
 def detection_table(results: list[dict], targets: list[str]) -> list[dict]:

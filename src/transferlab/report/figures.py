@@ -117,3 +117,23 @@ def weight_decay_sweep(rows: list[dict], path: Path) -> Path:
     ax.set_xlabel("MLP weight decay")
     ax.grid(alpha=0.3)
     return _save(fig, path)
+
+
+def point_strip(rows: list[tuple[str, np.ndarray]], image_shape: tuple[int, int], path: Path, title: str) -> Path:
+    """Crafted points drawn as grey images: one row per labelled set of points (e.g. clean, then each budget), the
+    same points in each column."""
+    n_cols = max(len(images) for _, images in rows)
+    fig, axes = plt.subplots(len(rows), n_cols, figsize=(1.2 * n_cols + 1.2, 1.35 * len(rows) + 0.4),
+                             squeeze=False)
+    for r, (label, images) in enumerate(rows):
+        for c in range(n_cols):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c < len(images):
+                ax.imshow(np.asarray(images[c]).reshape(image_shape), cmap="gray", vmin=0, vmax=1)
+            else:
+                ax.axis("off")
+        axes[r][0].set_ylabel(label, fontsize=8, rotation=0, ha="right", va="center")
+    fig.suptitle(title, fontsize=9)
+    return _save(fig, path)
