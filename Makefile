@@ -8,7 +8,7 @@ CONSTRAINTS ?= -c constraints.txt
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet $(CONSTRAINTS) -e ".[dev,dask]"
+	$(BIN)/pip install --quiet $(CONSTRAINTS) -e ".[dev,dask,pandas]"
 	touch $@
 
 install: $(BIN)/.installed

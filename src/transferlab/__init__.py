@@ -5,3 +5,11 @@ Poisoning Attacks" (USENIX Security 2019).
 """
 
 __version__ = "0.1.0"
+
+
+def results(run_dir):  # noqa: ANN001, ANN201 (documented in transferlab.report.frames)
+    """A run folder's tables as pandas DataFrames: ``transferlab.results("runs/x").results`` (see
+    :func:`transferlab.report.frames.results`)."""
+    from transferlab.report.frames import results as _results
+
+    return _results(run_dir)

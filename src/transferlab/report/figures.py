@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -95,6 +96,9 @@ def metric_scatter(pairs: list[dict[str, Any]], budget: float, path: Path, budge
         ax.set_ylabel(f"transfer rate at {budget_name} = {budget:g}")
         if name == "S":
             ax.set_xscale("log")
+            # log axes over less than a decade label their minor ticks too, which then overlap
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+            ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
     return _save(fig, path)
