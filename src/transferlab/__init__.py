@@ -13,3 +13,10 @@ def results(run_dir):  # noqa: ANN001, ANN201 (documented in transferlab.report.
     from transferlab.report.frames import results as _results
 
     return _results(run_dir)
+
+
+def audit(*args, **kwargs):  # noqa: ANN002, ANN003, ANN201 (documented in transferlab.audit)
+    """Predict transfer without attacking: see :func:`transferlab.audit.audit`."""
+    from transferlab.audit import audit as _audit
+
+    return _audit(*args, **kwargs)

@@ -86,6 +86,51 @@ def run(
 
 
 @app.command()
+def audit(
+    source: str = typer.Argument(..., help="A finished evasion run folder, or a preset / YAML config to train from."),
+    target: str = typer.Option(..., "--target", help="The target model (a name of the run or registry)."),
+    surrogates: Optional[str] = typer.Option(None, "--surrogates", help="Comma-separated candidate surrogates "
+                                             "(default: the config's)."),
+    eps: Optional[str] = typer.Option(None, "--eps", help="Comma-separated budgets (default: the config's)."),
+    data: Optional[str] = typer.Option(None, "--data", help="Dataset path (with a config)."),
+    points: int = typer.Option(300, "--points", min=1, help="Test points to predict on (with a config)."),
+    repetition: int = typer.Option(0, "--repetition", min=0, help="Repetition of the run to audit."),
+) -> None:
+    """Predict, without attacking, how well each surrogate's attacks transfer to a target (S, R, V and the
+    linearised transfer rate, Eq. 16), ranked; beside a run's measured rates when given a run folder."""
+    import math
+
+    from transferlab.audit import agreement, audit_config, audit_run
+
+    budgets = [float(e) for e in eps.split(",")] if eps else None
+    if (Path(source) / "store.sqlite").is_file():
+        rows = audit_run(source, target, repetition=repetition, eps=budgets)
+    else:
+        from transferlab.experiments.config import load_config
+
+        cfg = load_config(source, data_path=data)
+        names = surrogates.split(",") if surrogates else None
+        from transferlab.models import MODELS
+
+        for name in [target, *(names or [])]:
+            if name not in MODELS:
+                raise TransferlabError(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
+        rows = audit_config(cfg, target, names, n_points=points, repetition=repetition, eps=budgets)
+    table = Table("surrogate", "ε", "S", "R", "V", "predicted", "rank", "measured")
+    fmt = lambda v: "" if not math.isfinite(v) else f"{v:.3g}"  # noqa: E731
+    for row in sorted(rows, key=lambda r: (r.budget, r.rank)):
+        table.add_row(row.surrogate, f"{row.budget:g}", fmt(row.S), fmt(row.R), fmt(row.V), f"{row.predicted:.3f}",
+                      str(row.rank), fmt(row.measured))
+    console.print(table)
+    if any(math.isfinite(r.measured) for r in rows):
+        summary = Table("ε", "surrogates", "Spearman ρ (pred. vs measured)", "p", "mean abs. error")
+        for a in agreement(rows):
+            summary.add_row(f"{a['budget']:g}", str(a["n_surrogates"]), fmt(a["spearman_rho"]), fmt(a["spearman_p"]),
+                            fmt(a["mae"]))
+        console.print(summary)
+
+
+@app.command()
 def report(run_dir: Path = typer.Argument(..., help="A run folder.")) -> None:
     """Rebuild tables, figures and report.html of a run folder from its store alone."""
     from transferlab.report import build_report
