@@ -128,8 +128,8 @@ def audit_run(run_dir: Any, target: str, repetition: int = 0, fraction: float = 
     test = split.test if label is None else split.test.subset(np.flatnonzero(split.test.y == label))
     X, y = evasion.dense(test.X), test.y
     target_model = common.load_model(run_dir, common.Cell("train", repetition, target, "target"), "cpu")
-    surrogates = {name: [common.load_model(run_dir, common.Cell("train", repetition, name, "surrogate", fraction, d),
-                                           "cpu") for d in range(config.variance.n_surrogates)]
+    surrogates = {name: [common.load_surrogate(run_dir, config, repetition, name, fraction, d)
+                         for d in range(common.draws_of(config, name, config.variance.n_surrogates))]
                   for name in config.surrogates}
     budgets = [e for e in (eps if eps is not None else config.attack.eps) if e > 0]
     rows = audit(target_model, surrogates, X, y, budgets, config.attack.norm, config.attack.loss)

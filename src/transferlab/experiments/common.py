@@ -63,12 +63,49 @@ class CellOutput:
 
 def train_cells(config: ExperimentConfig, surrogate_draws: int) -> list[Cell]:
     """Train cells: every target on the target data, and every surrogate on each data fraction, draw 0 being the
-    surrogate itself and draws 1..surrogate_draws−1 the resampled surrogates for V."""
+    surrogate itself and draws 1..surrogate_draws−1 the resampled surrogates for V. An ensemble surrogate trains
+    its members; a saved model is imported (draw 0 only: it cannot be retrained on resamples)."""
     reps = range(config.repetitions)
     cells = [Cell("train", r, t, "target") for r in reps for t in config.targets]
-    cells += [Cell("train", r, s, "surrogate", f, d) for r in reps for s in config.surrogates
-              for f in config.surrogate_fractions for d in range(surrogate_draws)]
+    trained: list[str] = []
+    for name in config.surrogates:
+        for member in config.ensembles[name].members if name in config.ensembles else [name]:
+            if member not in trained:
+                trained.append(member)
+    cells += [Cell("train", r, s, "surrogate", f, d) for r in reps for s in trained
+              for f in config.surrogate_fractions for d in range(draws_of(config, s, surrogate_draws))]
     return cells
+
+
+def draws_of(config: ExperimentConfig, name: str, surrogate_draws: int) -> int:
+    """How many surrogates of ``name`` are trained per data fraction (1 for a saved model)."""
+    return 1 if name in config.saved_models else surrogate_draws
+
+
+def load_surrogate(run_dir: Path, config: ExperimentConfig, repetition: int, name: str, fraction: float,
+                   draw: int) -> models.Classifier:
+    """A trained surrogate of the run (an ensemble is assembled from its trained members)."""
+    if name in config.ensembles:
+        spec = config.ensembles[name]
+        members = [load_model(run_dir, Cell("train", repetition, m, "surrogate", fraction, draw), config.device)
+                   for m in spec.members]
+        return models.Ensemble(members, combine=spec.combine)
+    return load_model(run_dir, Cell("train", repetition, name, "surrogate", fraction, draw), config.device)
+
+
+def obtain_model(config: ExperimentConfig, name: str, repetition: int, draw: int, data: datasets.Dataset
+                 ) -> models.Classifier:
+    """The model of a train cell: a registry model trained on ``data``, or a saved model imported as it is."""
+    if name in config.saved_models:
+        model = models.load(config.saved_models[name], device=config.device)
+        n_features = data.X.shape[1]
+        if model.n_features_in_ != n_features:
+            from transferlab.errors import ConfigError
+
+            raise ConfigError(f"saved_models.{name}: the model takes {model.n_features_in_} features but the data "
+                              f"have {n_features}")
+        return model
+    return create_model(config, name, repetition, draw).fit(data.X, data.y)
 
 
 def model_folder(cell: Cell) -> str:

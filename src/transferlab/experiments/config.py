@@ -154,6 +154,14 @@ class SweepConfig(Strict):
     eps: float = Field(default=0.3, gt=0)
 
 
+class EnsembleConfig(Strict):
+    """An ensemble surrogate: ``members`` (registry models, each trained on the surrogate's data) attacked as one,
+    their losses averaged (``combine: loss``) or their unit-norm gradients averaged (``combine: normalized``)."""
+
+    members: list[str] = Field(min_length=2)
+    combine: Literal["loss", "normalized"] = "loss"
+
+
 class ExperimentConfig(Strict):
     name: str = "experiment"
     kind: Literal["evasion", "poisoning"] = "evasion"
@@ -165,6 +173,8 @@ class ExperimentConfig(Strict):
     targets: list[str] = Field(min_length=1)
     white_box: bool = True
     model_overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    ensembles: dict[str, EnsembleConfig] = Field(default_factory=dict)
+    saved_models: dict[str, str] = Field(default_factory=dict)
     attack: AttackConfig
     detector: DetectorConfig = Field(default_factory=DetectorConfig)
     variance: VarianceConfig = Field(default_factory=VarianceConfig)
@@ -181,14 +191,43 @@ class ExperimentConfig(Strict):
                 raise ValueError(f"fractions must be in (0, 1], got {f}")
         return sorted(set(value), reverse=True)
 
+    @field_validator("ensembles", mode="before")
+    @classmethod
+    def _ensemble_lists(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: {"members": v} if isinstance(v, list) else v for k, v in value.items()}
+        return value
+
+    def registry_name(self, name: str) -> bool:
+        """Whether ``name`` is a model of the registry (not an ensemble or a saved model of this config)."""
+        from transferlab.models import MODELS
+
+        return name in MODELS and name not in self.ensembles and name not in self.saved_models
+
     @model_validator(mode="after")
     def _known_models(self) -> ExperimentConfig:
         from transferlab.models import MODELS
 
-        for field_name in ("surrogates", "targets"):
-            for name in getattr(self, field_name):
-                if name not in MODELS:
-                    raise ValueError(f"{field_name}: unknown model {name!r}; choose from {', '.join(MODELS)}")
+        for name in [*self.ensembles, *self.saved_models]:
+            if name in MODELS:
+                raise ValueError(f"ensembles/saved_models: {name!r} is a registry model's name; choose another")
+        both = set(self.ensembles) & set(self.saved_models)
+        if both:
+            raise ValueError(f"saved_models: {sorted(both)[0]!r} also names an ensemble")
+        for ensemble, spec in self.ensembles.items():
+            for member in spec.members:
+                if member not in MODELS or MODELS[member].factory.differentiable is False:
+                    raise ValueError(f"ensembles.{ensemble}: member {member!r} is not a differentiable registry model")
+        known = [*MODELS, *self.saved_models]
+        for name in self.targets:
+            if name not in known:
+                hint = " (an ensemble is a surrogate only)" if name in self.ensembles else ""
+                raise ValueError(f"targets: unknown model {name!r}{hint}; choose from {', '.join(known)}")
+        for name in self.surrogates:
+            if name not in known and name not in self.ensembles:
+                raise ValueError(f"surrogates: unknown model {name!r}; choose from {', '.join(known)} or an ensemble")
+        if self.kind == "poisoning" and (self.ensembles or self.saved_models):
+            raise ValueError("ensembles and saved_models are evasion settings; poisoning retrains its surrogates")
         if (self.kind == "poisoning") != (self.attack.kind == "poisoning"):
             raise ValueError(f"attack.kind {self.attack.kind!r} does not fit an experiment of kind {self.kind!r}")
         if self.kind == "poisoning":
@@ -203,7 +242,7 @@ class ExperimentConfig(Strict):
                     raise ValueError(f"surrogates: {name!r} cannot craft poisoning; use logistic, ridge, svm or "
                                      "svm_rbf models") from None
         for name in self.surrogates:
-            if MODELS[name].factory.differentiable is False:
+            if name in MODELS and MODELS[name].factory.differentiable is False:
                 raise ValueError(f"surrogates: {name!r} has no input gradient and cannot craft attacks; use it as a "
                                  "target only")
         for name in self.model_overrides:

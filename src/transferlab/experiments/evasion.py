@@ -27,8 +27,8 @@ from transferlab import attacks, datasets, metrics, models
 from transferlab.attacks.constraints import dual_norm, parse_norm
 from transferlab.errors import ConfigError, DataError
 from transferlab.experiments.common import (TRANSFER, WHITE_BOX, Cell, create_model, load_dataset, load_extra,
-                                            load_model, load_split, model_folder, save_model, save_points,
-                                            train_cells)
+                                            load_model, load_split, load_surrogate, model_folder, obtain_model,
+                                            save_model, save_points, train_cells)
 from transferlab.experiments.config import ExperimentConfig
 
 
@@ -38,12 +38,17 @@ def plan(config: ExperimentConfig) -> list[list[Cell]]:
     train = train_cells(config, config.variance.n_surrogates)
     craft = [Cell("craft", r, s, TRANSFER, f) for r in reps for s in config.surrogates for f in config.surrogate_fractions]
     if config.white_box:
-        craft += [Cell("craft", r, t, WHITE_BOX) for r in reps for t in config.targets
-                  if models.MODELS[t].factory.differentiable]
+        craft += [Cell("craft", r, t, WHITE_BOX) for r in reps for t in config.targets if _differentiable(config, t)]
     sweep = []
     if config.nn_sweep is not None:
         sweep = [Cell("sweep", r, "nn_h", weight_decay=wd) for r in reps for wd in config.nn_sweep.weight_decays]
     return [stage for stage in (train, craft, sweep) if stage]
+
+
+def _differentiable(config: ExperimentConfig, name: str) -> bool:
+    if name in config.saved_models:
+        return models.load(config.saved_models[name]).differentiable
+    return models.MODELS[name].factory.differentiable
 
 
 def check_data(config: ExperimentConfig) -> None:
@@ -54,6 +59,14 @@ def check_data(config: ExperimentConfig) -> None:
         raise ConfigError(f"detector.fpr needs a two-class problem; {dataset.name!r} has {dataset.n_classes} classes")
     split = load_split(config, 0)
     manipulable(config, split.test)
+    for name, folder in config.saved_models.items():
+        model = models.load(folder)
+        if model.n_features_in_ != split.test.X.shape[1] or model.n_classes_ != dataset.n_classes:
+            raise ConfigError(f"saved_models.{name}: the model takes {model.n_features_in_} features and "
+                              f"{model.n_classes_} classes, the data have {split.test.X.shape[1]} and "
+                              f"{dataset.n_classes}")
+        if name in config.surrogates and not model.differentiable:
+            raise ConfigError(f"surrogates: the saved model {name!r} has no input gradient; use it as a target")
     if config.attack.binary:
         values = split.test.X.data if sp.issparse(split.test.X) else split.test.X
         if not np.isin(values, (0.0, 1.0)).all():
@@ -135,8 +148,8 @@ def run_cell(run_dir: Path, config: ExperimentConfig, cell: Cell):
 def train(run_dir: Path, config: ExperimentConfig, cell: Cell):
     split = load_split(config, cell.repetition)
     data = split.target if cell.role == "target" else split.surrogate_subsample(cell.fraction, cell.draw)
-    model = create_model(config, cell.model, cell.repetition, cell.draw).fit(data.X, data.y)
-    info: dict[str, Any] = {"n_train": len(data)}
+    model = obtain_model(config, cell.model, cell.repetition, cell.draw, data)
+    info: dict[str, Any] = {"n_train": 0 if cell.model in config.saved_models else len(data)}
     extra = None
     if cell.role == "target" and config.detector.fpr is not None:
         positive = _positive(config)
@@ -167,9 +180,10 @@ def craft(run_dir: Path, config: ExperimentConfig, cell: Cell):
         source_cell = Cell("train", cell.repetition, cell.model, "target")
         source_data, target_names, fraction = split.target, [cell.model], None
     else:
-        source_cell = Cell("train", cell.repetition, cell.model, "surrogate", cell.fraction, 0)
+        source_cell = None
         source_data, target_names, fraction = split.surrogate_subsample(cell.fraction), config.targets, cell.fraction
-    source = load_model(run_dir, source_cell, config.device)
+    source = load_model(run_dir, source_cell, config.device) if source_cell is not None else \
+        load_surrogate(run_dir, config, cell.repetition, cell.model, cell.fraction, 0)
     double_init = cell.model in config.attack.double_init
     crafted = {}
     previous = None
@@ -189,9 +203,11 @@ def craft(run_dir: Path, config: ExperimentConfig, cell: Cell):
     source_grad = source.input_gradient(X, y, loss)
     variance = float("nan")
     if cell.role == TRANSFER:
-        draws = [source] + [load_model(run_dir, Cell("train", cell.repetition, cell.model, "surrogate", cell.fraction,
-                                                     d), config.device) for d in range(1, config.variance.n_surrogates)]
-        variance = metrics.loss_variance(np.stack([m.loss(X, y, loss) for m in draws]))
+        n_draws = 1 if cell.model in config.saved_models else config.variance.n_surrogates
+        draws = [source] + [load_surrogate(run_dir, config, cell.repetition, cell.model, cell.fraction, d)
+                            for d in range(1, n_draws)]
+        if len(draws) > 1:
+            variance = metrics.loss_variance(np.stack([m.loss(X, y, loss) for m in draws]))
     results, metric_rows = [], []
     base = {"attack": "evasion", "repetition": cell.repetition, "surrogate": cell.model, "fraction": fraction}
     positive = _positive(config)

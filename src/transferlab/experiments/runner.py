@@ -22,7 +22,7 @@ from transferlab.errors import ConfigError
 from transferlab.experiments.common import clear_cache, load_dataset
 from transferlab.experiments.config import ExperimentConfig
 from transferlab.experiments.executors import EXECUTORS, KINDS
-from transferlab.experiments.store import Store
+from transferlab.experiments.store import Store, sha256_file
 
 
 def run_experiment(config: ExperimentConfig, out: str | os.PathLike, workers: int = 1, executor: str | None = None,
@@ -43,7 +43,7 @@ def run_experiment(config: ExperimentConfig, out: str | os.PathLike, workers: in
     clear_cache()
     kind = KINDS[config.kind]
     kind.check_data(config)  # load, split and check the data first: a data problem stops the run before any write
-    fingerprint = data_fingerprint(load_dataset(config))
+    fingerprint = data_fingerprint(load_dataset(config), config.saved_models)
     config_yaml = yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
     with run_folder_lock(run_dir):
         store = Store(run_dir / "store.sqlite")
@@ -113,9 +113,9 @@ def run_folder_lock(run_dir: Path) -> Iterator[None]:
         handle.close()
 
 
-def data_fingerprint(dataset) -> str:
-    """SHA-256 of the data a run reads (features, labels, class and feature names): part of the run's identity,
-    so resuming a run on other data is refused."""
+def data_fingerprint(dataset, saved_models: dict[str, str] | None = None) -> str:
+    """SHA-256 of the data a run reads (features, labels, class and feature names, and the files of any saved
+    model it imports): part of the run's identity, so resuming a run on other data is refused."""
     import numpy as np
     import scipy.sparse as sp
 
@@ -130,6 +130,12 @@ def data_fingerprint(dataset) -> str:
     digest.update(str(X.shape).encode())
     digest.update(np.ascontiguousarray(dataset.y).tobytes())
     digest.update(json.dumps([list(map(str, dataset.classes)), list(dataset.feature_names or [])]).encode())
+    for name, folder in sorted((saved_models or {}).items()):
+        digest.update(name.encode())
+        for file in sorted(Path(folder).glob("*")):
+            if file.is_file():
+                digest.update(file.name.encode())
+                digest.update(sha256_file(file).encode())
     return digest.hexdigest()
 
 

@@ -6,6 +6,7 @@ persist fitted models without pickle.
 """
 
 from transferlab.models.base import Classifier, NotDifferentiableError
+from transferlab.models.ensemble import Ensemble
 from transferlab.models.forest import RandomForest
 from transferlab.models.io import load, save
 from transferlab.models.kernel import KernelSVM
@@ -15,6 +16,6 @@ from transferlab.models.neural import CNN, MLP, TorchNet
 from transferlab.models.registry import MODELS, create, describe
 from transferlab.models.wrap import WrappedModule, wrap
 
-__all__ = ["Classifier", "NotDifferentiableError", "MODELS", "create", "describe", "wrap", "save", "load",
+__all__ = ["Classifier", "Ensemble", "NotDifferentiableError", "MODELS", "create", "describe", "wrap", "save", "load",
            "LinearClassifier", "LinearSVM", "Logistic", "Ridge", "KernelSVM", "MLP", "CNN", "TorchNet",
            "RandomForest", "WrappedModule", "LOSSES", "margin_loss", "cross_entropy_loss"]
