@@ -26,9 +26,9 @@ import scipy.sparse as sp
 from transferlab import attacks, datasets, metrics, models
 from transferlab.attacks.constraints import dual_norm, parse_norm
 from transferlab.errors import ConfigError, DataError
-from transferlab.experiments.common import (TRANSFER, WHITE_BOX, Cell, create_model, load_dataset, load_extra,
-                                            load_model, load_split, load_surrogate, model_folder, obtain_model,
-                                            save_model, save_points, train_cells)
+from transferlab.experiments.common import (TRANSFER, WHITE_BOX, Cell, create_model, draws_of, load_dataset,
+                                            load_extra, load_model, load_split, load_surrogate, model_folder,
+                                            obtain_model, save_model, save_points, train_cells)
 from transferlab.experiments.config import ExperimentConfig
 
 
@@ -203,7 +203,7 @@ def craft(run_dir: Path, config: ExperimentConfig, cell: Cell):
     source_grad = source.input_gradient(X, y, loss)
     variance = float("nan")
     if cell.role == TRANSFER:
-        n_draws = 1 if cell.model in config.saved_models else config.variance.n_surrogates
+        n_draws = draws_of(config, cell.model, config.variance.n_surrogates)
         draws = [source] + [load_surrogate(run_dir, config, cell.repetition, cell.model, cell.fraction, d)
                             for d in range(1, n_draws)]
         if len(draws) > 1:
