@@ -56,6 +56,9 @@ def main() -> None:
                         help="double initialisation (from the training point most confidently in the other class) "
                              "on both sides, for nonlinear models")
     args = parser.parse_args()
+    from transferlab.experiments.executors import tune_malloc
+
+    tune_malloc()  # as experiment cells do: large temporaries stay in the heap
     limits = None  # noqa: F841
     if args.threads:
         torch.set_num_threads(args.threads)
