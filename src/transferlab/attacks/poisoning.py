@@ -1,11 +1,22 @@
 """Gradient-based availability poisoning (paper Section 3.2, Eqs. 5–7): add n points to the training set so that
 the surrogate trained on it has the largest loss on the attacker's validation set.
 
-Each poisoning point starts as a random training point with its label flipped, and is optimised one at a time
-(the others held fixed) by projected gradient ascent with the line search of Algorithm 1 on the box [lb, ub]: the
-direction is the implicit gradient (:mod:`transferlab.attacks.poisoning_gradients`), the step is the best of a
-geometric grid of steps, each evaluated by retraining the surrogate on the poisoned set. Passes over all points
-repeat until a pass improves the validation loss by less than ``tol`` (or ``max_passes``).
+Each poisoning point starts as a training point with its label flipped (``init``: random, or the points the clean
+surrogate classifies most confidently). Two optimisers, both projected gradient ascent on the box [lb, ub] along
+the implicit gradient (:mod:`transferlab.attacks.poisoning_gradients`), each step's length found by retraining the
+surrogate on the poisoned set:
+
+* ``mode="sequential"`` — the paper's algorithm: one point at a time (the others held fixed), the step the best of a
+  geometric grid (the line search of Algorithm 1); passes over all points repeat until a pass improves the
+  validation loss by less than ``tol`` (or ``max_passes``).
+* ``mode="batch"`` — all points at once: the implicit gradients of all points share one Hessian solve
+  (:meth:`Family.gradients`), every point moves along its own box-blocked, unit-length direction by one common
+  step, found by backtracking (halving at most ``grid`` times from the last accepted step, which doubles — up to
+  ``step`` — after a step accepted at once; the first try is a quarter of ``step``), and the retraining of the
+  accepted step is the next iterate. Retraining is cheap (:meth:`Family.session`): the Gram or kernel matrix of
+  the clean rows is cached, logistic regression is warm-started Newton in the n×n dual form, ridge one n×n
+  Cholesky, the SVMs an exact active-set solve of the dual warm-started from the previous support-vector
+  partition. Stops after ``max_steps`` steps or when no step raises the loss by ``tol``.
 """
 
 from __future__ import annotations
@@ -15,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from transferlab.attacks.poisoning_gradients import Family, family_for
+from transferlab.attacks.poisoning_gradients import Family, family_for, signed
 from transferlab.errors import ConfigError, DataError
 from transferlab.models.base import Classifier, check_X, check_y
 
@@ -23,7 +34,10 @@ from transferlab.models.base import Classifier, check_X, check_y
 @dataclass
 class PoisoningResult:
     """Per poisoning point: the validation loss just before its first optimisation and just after its last one,
-    the ascent iterations spent on it, and the index of the training point it started from (label flipped)."""
+    the ascent iterations spent on it, and the index of the training point it started from (label flipped). In
+    batch mode all points share the first two (the loss at the start and at the end) and the iterations (the
+    accepted steps); ``history`` is the loss after each accepted step and ``retrainings`` counts every retraining
+    (line-search candidates and the clean model included)."""
 
     objective_before: np.ndarray
     objective_after: np.ndarray
@@ -32,6 +46,9 @@ class PoisoningResult:
     passes: int
     validation_loss_clean: float
     validation_loss_poisoned: float
+    mode: str = "sequential"
+    retrainings: int = 0
+    history: np.ndarray | None = None
 
 
 @dataclass
@@ -39,9 +56,13 @@ class Poisoning:
     """Availability poisoning against a surrogate (a registry name or an unfitted classifier from
     ``models.create``: logistic, ridge, linear SVM or RBF SVM).
 
-    Parameters: ``n_points`` poisoning points; ``lb``/``ub`` the box; ``max_passes`` passes over the points;
-    ``max_iter`` ascent steps per point and pass; ``step`` the largest step (ℓ2 length; default 0.25·‖ub − lb‖·√d);
-    ``grid`` step sizes tried per line search; ``tol`` stopping tolerance on the validation loss; ``seed``.
+    Parameters: ``n_points`` poisoning points; ``lb``/``ub`` the box; ``mode`` "sequential" (the paper's
+    one-point-at-a-time algorithm) or "batch" (all points together, see the module docstring); ``max_passes``
+    passes over the points and ``max_iter`` ascent steps per point and pass (sequential); ``max_steps`` common
+    steps (batch); ``step`` the largest step (ℓ2 length per point; default 0.25·‖ub − lb‖·√d); ``grid`` step sizes
+    tried per line search; ``tol`` stopping tolerance on the validation loss; ``init`` the starting points
+    ("random": a seeded random draw, or "confident": the training points the clean surrogate classifies with the
+    largest margin), labels flipped; ``seed``.
     """
 
     surrogate: Any = "logistic_l"
@@ -54,6 +75,9 @@ class Poisoning:
     grid: int = 4
     tol: float = 1e-5
     seed: int = 0
+    mode: str = "sequential"
+    max_steps: int = 100
+    init: str = "random"
     result_: PoisoningResult | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -61,6 +85,10 @@ class Poisoning:
             raise ConfigError(f"n_points must be at least 1, got {self.n_points}")
         if not self.lb < self.ub:
             raise ConfigError(f"the box needs lb < ub, got [{self.lb}, {self.ub}]")
+        if self.mode not in ("sequential", "batch"):
+            raise ConfigError(f"mode must be 'sequential' or 'batch', got {self.mode!r}")
+        if self.init not in ("random", "confident"):
+            raise ConfigError(f"init must be 'random' or 'confident', got {self.init!r}")
 
     def _family(self) -> Family:
         if isinstance(self.surrogate, str):
@@ -71,8 +99,12 @@ class Poisoning:
             return family_for(self.surrogate)
         raise ConfigError("surrogate must be a registry name or a classifier from transferlab.models.create")
 
-    def run(self, X_train: Any, y_train: Any, X_val: Any, y_val: Any) -> tuple[np.ndarray, np.ndarray]:
-        """Craft the poisoning points; returns (X_p, y_p) only (the points to add to the training set)."""
+    def run(self, X_train: Any, y_train: Any, X_val: Any, y_val: Any,
+            init: tuple[Any, Any] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Craft the poisoning points; returns (X_p, y_p) only (the points to add to the training set).
+
+        ``init`` = (X_0, y_0), at most ``n_points`` rows (e.g. the points crafted for a smaller fraction), replaces
+        the first starting points (their ``initial_indices`` are −1); the rest start as usual."""
         X_train, X_val = check_X(X_train, "X_train"), check_X(X_val, "X_val")
         y_train, y_val = check_y(y_train, len(X_train)), check_y(y_val, len(X_val))
         if set(np.unique(np.r_[y_train, y_val])) - {0, 1}:
@@ -81,13 +113,37 @@ class Poisoning:
         if X_train.min() < self.lb - 1e-12 or X_train.max() > self.ub + 1e-12:
             raise DataError(f"training data lie outside the box [{self.lb}, {self.ub}]; rescale them or set lb/ub")
         family = self._family()
-        rng = np.random.default_rng(self.seed)
-        chosen = rng.choice(len(X_train), size=self.n_points, replace=self.n_points > len(X_train))
+        chosen = self._initial_indices(family, X_train, y_train)
         X_p, y_p = X_train[chosen].copy(), 1 - y_train[chosen]
-        n = len(X_train)
-        X_all, y_all = np.vstack([X_train, X_p]), np.r_[y_train, y_p]
+        if init is not None:
+            X_0 = check_X(init[0], "init X")
+            m = len(X_0)
+            if m > self.n_points or X_0.shape[1] != X_train.shape[1]:
+                raise DataError(f"init must hold at most n_points={self.n_points} rows of {X_train.shape[1]} "
+                                f"features, got {X_0.shape}")
+            y_0 = check_y(init[1], m, n_classes=2)
+            X_p[:m], y_p[:m], chosen[:m] = np.clip(X_0, self.lb, self.ub), y_0, -1
         d = X_train.shape[1]
         max_step = self.step if self.step is not None else 0.25 * (self.ub - self.lb) * np.sqrt(d)
+        if self.mode == "batch":
+            X_p, self.result_ = self._run_batch(family, X_train, y_train, X_val, y_val, X_p, y_p, chosen, max_step)
+        else:
+            X_p, self.result_ = self._run_sequential(family, X_train, y_train, X_val, y_val, X_p, y_p, chosen,
+                                                     max_step)
+        return X_p.copy(), y_p.copy()
+
+    def _initial_indices(self, family: Family, X_train: np.ndarray, y_train: np.ndarray) -> np.ndarray:
+        n = len(X_train)
+        if self.init == "confident":
+            margins = signed(y_train) * family.scores(family.fit(X_train, y_train), X_train)
+            order = np.argsort(-margins, kind="stable")
+            return order[np.arange(self.n_points) % n]
+        rng = np.random.default_rng(self.seed)
+        return rng.choice(n, size=self.n_points, replace=self.n_points > n)
+
+    def _run_sequential(self, family, X_train, y_train, X_val, y_val, X_p, y_p, chosen, max_step):
+        n = len(X_train)
+        X_all, y_all = np.vstack([X_train, X_p]), np.r_[y_train, y_p]
         clean = family.validation_loss(family.fit(X_train, y_train), X_val, y_val)
         current = family.validation_loss(family.fit(X_all, y_all), X_val, y_val)
         before = np.full(self.n_points, np.nan)
@@ -123,6 +179,41 @@ class Poisoning:
                 after[k] = current
             if current - start_of_pass <= self.tol:
                 break
-        X_p = X_all[n:]
-        self.result_ = PoisoningResult(before, after, iterations, chosen, passes, clean, current)
-        return X_p.copy(), y_p.copy()
+        return X_all[n:], PoisoningResult(before, after, iterations, chosen, passes, clean, current)
+
+    def _run_batch(self, family, X_train, y_train, X_val, y_val, X_p, y_p, chosen, max_step):
+        session = family.session(X_train, y_train, X_val, y_val)
+        clean_fit = session.fit(X_p[:0], y_p[:0])
+        clean = session.validation_loss(clean_fit)
+        fit = session.fit(X_p, y_p, warm=clean_fit)
+        current = session.validation_loss(fit)
+        history = [current]
+        eta = max_step / 4      # a careful first step: the first moves choose the basin (measured: RBF SVM, C=100)
+        steps = 0
+        for _ in range(self.max_steps):
+            grad = session.gradients(fit)
+            grad[((grad > 0) & (X_p >= self.ub)) | ((grad < 0) & (X_p <= self.lb))] = 0.0
+            norms = np.linalg.norm(grad, axis=1)
+            if not norms.any():
+                break
+            direction = grad / np.where(norms > 0, norms, 1.0)[:, None]
+            accepted = False
+            for attempt in range(self.grid):
+                candidate = np.clip(X_p + eta * direction, self.lb, self.ub)
+                trial = session.fit(candidate, y_p, warm=fit)
+                value = session.validation_loss(trial)
+                if value > current + self.tol:
+                    accepted = True
+                    break
+                eta /= 2
+            if not accepted:
+                break
+            X_p, fit, current = candidate, trial, value
+            history.append(current)
+            steps += 1
+            if attempt == 0:                                   # grow only a step that was accepted at once
+                eta = min(max_step, 2 * eta)
+        k = self.n_points
+        result = PoisoningResult(np.full(k, history[0]), np.full(k, current), np.full(k, steps), chosen, 1, clean,
+                                 current, mode="batch", retrainings=session.fits, history=np.asarray(history))
+        return X_p, result
