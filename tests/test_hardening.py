@@ -330,3 +330,18 @@ def test_fuzzed_data_files_raise_only_transferlab_errors(tmp_path_factory, paylo
             datasets.load(kind, path=str(path))
     except TransferlabError:
         pass
+
+
+def test_poisoning_and_label_mistakes_are_transferlab_errors(tmp_path):
+    rng = np.random.default_rng(0)
+    X, y = rng.random((10, 4)), np.r_[np.zeros(5, int), np.ones(5, int)]
+    with pytest.raises(ConfigError, match="exceeds the 10 training points"):
+        attacks.Poisoning(n_points=20).run(X, y, X, y)
+    with pytest.raises(DataError, match="validation set"):
+        attacks.Poisoning(n_points=2).run(X, y, X[:0], y[:0])
+    with pytest.raises(DataError, match="integers"):
+        datasets.Dataset(X, y.astype(float), ["a", "b"], "floats")
+    path = tmp_path / "continuous.npz"
+    np.savez(path, X=X, y=np.r_[np.zeros(5), np.ones(4), 0.5])
+    with pytest.raises(DataError, match="class labels"):
+        datasets.load("npz", path=str(path))

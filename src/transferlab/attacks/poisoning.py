@@ -107,6 +107,11 @@ class Poisoning:
         the first starting points (their ``initial_indices`` are −1); the rest start as usual."""
         X_train, X_val = check_X(X_train, "X_train"), check_X(X_val, "X_val")
         y_train, y_val = check_y(y_train, len(X_train)), check_y(y_val, len(X_val))
+        if len(X_val) == 0:
+            raise DataError("poisoning needs the attacker's validation set: X_val has no rows")
+        if self.n_points > len(X_train):
+            raise ConfigError(f"n_points ({self.n_points}) exceeds the {len(X_train)} training points the poisoning "
+                              "points start from; ask for fewer points")
         if set(np.unique(np.r_[y_train, y_val])) - {0, 1}:
             raise DataError("poisoning is implemented for binary problems (labels 0 and 1), the paper's setting; "
                             "pick two classes first")

@@ -40,6 +40,9 @@ class Dataset:
 
     def __post_init__(self) -> None:
         self.y = np.asarray(self.y)
+        if self.y.size and self.y.dtype.kind not in "iu":
+            raise DataError(f"dataset {self.name!r}: labels must be integers 0..C-1, got dtype {self.y.dtype}; "
+                            "encode the classes first")
         if self.X.shape[0] != self.y.shape[0]:
             raise DataError(f"dataset {self.name!r}: {self.X.shape[0]} rows in X but {self.y.shape[0]} labels")
         values = self.X.data if sp.issparse(self.X) else self.X

@@ -14,7 +14,14 @@ from transferlab.errors import DataError
 
 
 def _encode_labels(raw: np.ndarray, source: str) -> tuple[np.ndarray, list[str]]:
-    values, y = np.unique(np.asarray(raw), return_inverse=True)
+    raw = np.asarray(raw)
+    if raw.dtype.kind == "f":
+        if not np.all(np.isfinite(raw)) or np.any(raw != np.round(raw)):
+            bad = raw[~np.isfinite(raw) | (raw != np.round(raw))][0]
+            raise DataError(f"{source}: labels must be class labels, got the value {bad!r}; a classification "
+                            "dataset needs whole-number or text labels")
+        raw = raw.astype(np.int64)
+    values, y = np.unique(raw, return_inverse=True)
     if values.size < 2:
         raise DataError(f"{source}: the labels hold a single class ({values.tolist()}); need two or more")
     return y.astype(np.int64), [str(v) for v in values.tolist()]
