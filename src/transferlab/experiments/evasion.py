@@ -26,7 +26,7 @@ import scipy.sparse as sp
 from transferlab import attacks, datasets, metrics, models
 from transferlab.attacks.constraints import dual_norm, parse_norm
 from transferlab.errors import ConfigError, DataError
-from transferlab.experiments.common import (TRANSFER, WHITE_BOX, Cell, create_model, draws_of, load_dataset,
+from transferlab.experiments.common import (TRANSFER, WHITE_BOX, Cell, cached, create_model, draws_of, load_dataset,
                                             load_extra, load_model, load_split, load_surrogate, model_folder,
                                             obtain_model, save_model, save_points, train_cells)
 from transferlab.experiments.config import ExperimentConfig
@@ -114,18 +114,18 @@ def dense(X: Any) -> np.ndarray:
 
 
 # ---- the detector ----------------------------------------------------------------------------------------
-def detection_score(model: models.Classifier, X: Any) -> np.ndarray:
-    """s(x) = f_1(x) − f_0(x) of a two-class model: larger means more of class 1."""
+def detection_score(model: models.Classifier, X: Any, positive: int = 1) -> np.ndarray:
+    """s(x) = f_positive(x) − f_other(x) of a two-class model: larger means more of the ``positive`` class."""
     scores = model.decision_function(X)
-    return scores[:, 1] - scores[:, 0]
+    return scores[:, positive] - scores[:, 1 - positive]
 
 
-def fpr_threshold(model: models.Classifier, X_negative: Any, fpr: float) -> float:
+def fpr_threshold(model: models.Classifier, X_negative: Any, fpr: float, positive: int = 1) -> float:
     """The threshold t with s(x) > t read as the positive class, such that at most ``fpr`` of the negative
-    training points lie above it (the empirical (1 − fpr)-quantile, taken at an observed score)."""
-    s = np.sort(detection_score(model, X_negative))
+    points lie above it (the empirical (1 − fpr)-quantile, taken at an observed score)."""
+    s = np.sort(detection_score(model, X_negative, positive))
     if s.size == 0:
-        raise DataError("detector.fpr needs negative-class points in the target's training data")
+        raise DataError("detector.fpr needs negative-class points in the target's calibration data")
     k = int(np.ceil((1 - fpr) * s.size)) - 1
     return float(s[min(max(k, 0), s.size - 1)])
 
@@ -134,10 +134,7 @@ def decide(model: models.Classifier, X: Any, threshold: float | None, positive: 
     """Predicted labels: the model's own decision, or ``positive`` where s(x) > threshold (two classes)."""
     if threshold is None:
         return model.predict(X)
-    s = detection_score(model, X)
-    if positive == 1:
-        return np.where(s > threshold, 1, 0)
-    return np.where(-s > threshold, 0, 1)
+    return np.where(detection_score(model, X, positive) > threshold, positive, 1 - positive)
 
 
 # ---- cells -----------------------------------------------------------------------------------------------
@@ -149,22 +146,22 @@ def train(run_dir: Path, config: ExperimentConfig, cell: Cell):
     split = load_split(config, cell.repetition)
     data = split.target if cell.role == "target" else split.surrogate_subsample(cell.fraction, cell.draw)
     model = obtain_model(config, cell.model, cell.repetition, cell.draw, data)
-    info: dict[str, Any] = {"n_train": 0 if cell.model in config.saved_models else len(data)}
+    info: dict[str, Any] = {"n_train": 0 if cell.model in config.saved_models else len(data),
+                            "test_accuracy": float(np.mean(model.predict(split.test.X) == split.test.y))}
     extra = None
     if cell.role == "target" and config.detector.fpr is not None:
         positive = _positive(config)
         calibration = split.validation if split.validation is not None else data
-        threshold = fpr_threshold(model, calibration.X[calibration.y != positive], config.detector.fpr)
+        threshold = fpr_threshold(model, calibration.X[calibration.y != positive], config.detector.fpr, positive)
         negatives = split.test.y != positive
         info["test_fpr"] = float(np.mean(decide(model, split.test.X[negatives], threshold, positive) == positive))
         info["threshold"] = threshold
         extra = {"threshold": threshold, "positive": positive}
-    files = save_model(model, run_dir, model_folder(cell), extra)
-    info["test_accuracy"] = float(np.mean(model.predict(split.test.X) == split.test.y))
-    return files, {"n_train": info.pop("n_train"), **info}, {}
+    return save_model(model, run_dir, model_folder(cell), extra), info, {}
 
 
 def _positive(config: ExperimentConfig) -> int:
+    """The class a detector flags: the attacked class, or class 1 when every point is attacked."""
     label = attacked_label(config, load_dataset(config))
     return 1 if label is None else label
 
@@ -244,21 +241,11 @@ def _target_state(run_dir: Path, config: ExperimentConfig, target_cell: Cell, X:
         gradient = target.input_gradient(X, y, config.attack.loss) if target.differentiable else None
         return target, gradient, decide(target, X, threshold, positive)
 
-    key = ("target", str(run_dir), config.identity_hash(), target_cell.cell_id)
-    return _cached_targets(key, make)
-
-
-_TARGETS: dict[tuple, tuple] = {}
-
-
-def _cached_targets(key: tuple, make) -> tuple:
-    """Targets of the last repetition seen by this process (older repetitions are dropped)."""
-    if key not in _TARGETS:
-        repetition = key[-1].split("/")[1]
-        for old in [k for k in _TARGETS if k[:3] != key[:3] or k[-1].split("/")[1] != repetition]:
-            del _TARGETS[old]
-        _TARGETS[key] = make()
-    return _TARGETS[key]
+    # one entry per repetition in the process's small data cache: a new repetition's targets replace the last's
+    targets = cached(("targets", str(run_dir), config.identity_hash(), target_cell.repetition), dict)
+    if target_cell.model not in targets:
+        targets[target_cell.model] = make()
+    return targets[target_cell.model]
 
 
 def sweep(run_dir: Path, config: ExperimentConfig, cell: Cell):
