@@ -14,7 +14,7 @@ import shutil
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -96,15 +96,8 @@ def load_surrogate(run_dir: Path, config: ExperimentConfig, repetition: int, nam
 def obtain_model(config: ExperimentConfig, name: str, repetition: int, draw: int, data: datasets.Dataset
                  ) -> models.Classifier:
     """The model of a train cell: a registry model trained on ``data``, or a saved model imported as it is."""
-    if name in config.saved_models:
-        model = models.load(config.saved_models[name], device=config.device)
-        n_features = data.X.shape[1]
-        if model.n_features_in_ != n_features:
-            from transferlab.errors import ConfigError
-
-            raise ConfigError(f"saved_models.{name}: the model takes {model.n_features_in_} features but the data "
-                              f"have {n_features}")
-        return model
+    if name in config.saved_models:  # checked against the data by the kind's check_data before any cell runs
+        return models.load(config.saved_models[name], device=config.device)
     return create_model(config, name, repetition, draw).fit(data.X, data.y)
 
 
@@ -115,10 +108,12 @@ def model_folder(cell: Cell) -> str:
 
 # ---- the run's data, once per process ----------------------------------------------------------------------
 _CACHE: OrderedDict[tuple, Any] = OrderedDict()
-_CACHE_SIZE = 4
+_CACHE_SIZE = 6
 
 
-def _cached(key: tuple, make):
+def cached(key: tuple, make: Callable[[], Any]) -> Any:
+    """The value of ``key`` in this process's small LRU cache (datasets, splits, a repetition's targets), made by
+    ``make()`` on a miss. Cells are pure functions of their key, so a cached value is what a cell would compute."""
     if key in _CACHE:
         _CACHE.move_to_end(key)
         return _CACHE[key]
@@ -145,7 +140,7 @@ def load_dataset(config: ExperimentConfig) -> datasets.Dataset:
             options["path"] = config.dataset.path
         return datasets.load(config.dataset.name, **options)
 
-    return _cached(("dataset", *_data_key(config)), make)
+    return cached(("dataset", *_data_key(config)), make)
 
 
 def load_split(config: ExperimentConfig, repetition: int) -> datasets.Split:
@@ -166,7 +161,7 @@ def load_split(config: ExperimentConfig, repetition: int) -> datasets.Split:
                               parts.repetition, parts.seed)
 
     key = ("split", *_data_key(c), c.dataset.select_features, c.split.model_dump_json(), c.seed, repetition)
-    return _cached(key, make)
+    return cached(key, make)
 
 
 def create_model(config: ExperimentConfig, name: str, repetition: int, draw: int = 0, **extra: Any) -> models.Classifier:

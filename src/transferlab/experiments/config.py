@@ -198,12 +198,6 @@ class ExperimentConfig(Strict):
             return {k: {"members": v} if isinstance(v, list) else v for k, v in value.items()}
         return value
 
-    def registry_name(self, name: str) -> bool:
-        """Whether ``name`` is a model of the registry (not an ensemble or a saved model of this config)."""
-        from transferlab.models import MODELS
-
-        return name in MODELS and name not in self.ensembles and name not in self.saved_models
-
     @model_validator(mode="after")
     def _known_models(self) -> ExperimentConfig:
         from transferlab.models import MODELS

@@ -111,12 +111,16 @@ def craft(run_dir: Path, config: ExperimentConfig, cell: Cell):
         error = metrics.transfer_rate(target.predict(split.test.X), split.test.y)
         results.append({**base, "target": name, "setting": cell.role, "budget": poison_fraction, "error": error,
                         "n_points": len(split.test.y)})
-        s_value = r_value = float("nan")
-        if has_family(name):
+        t_grads = None
+        if cell.role == WHITE_BOX:  # the target is the surrogate, trained on the same data: the same gradients
+            t_grads = src_grads
+        elif has_family(name):
             tfam = family_for(create_model(config, name, cell.repetition))
             t_params = tfam.fit(X_tgt, y_tgt)
             t_grads = np.stack([tfam.gradient(t_params, X_tgt, y_tgt, n_tgt + k, X_val, y_val)
                                 for k in range(k_points)])
+        s_value = r_value = float("nan")
+        if t_grads is not None:
             s_value = metrics.gradient_size(t_grads, 2)
             r_value = metrics.gradient_alignment(src_grads, t_grads)
         metric_rows.append({**base, "target": name, "setting": cell.role, "S": s_value, "R": r_value, "V": variance})

@@ -4,6 +4,7 @@ built from the store afterwards, by the caller (``transferlab.report``; experime
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
@@ -68,11 +69,17 @@ def run_experiment(config: ExperimentConfig, out: str | os.PathLike, workers: in
             store.set_meta("last_run", json.dumps({"seconds": time.time() - started, "workers": workers,
                                                    "executor": executor}))
         except OSError as exc:
+            if exc.errno not in _WRITE_ERRORS:
+                raise
             raise ConfigError(f"cannot write to the run folder {run_dir}: {exc.strerror or exc}; free space or "
                               "choose another --out") from None
         finally:
             store.close()
     return run_dir
+
+
+#: errors of a folder that cannot take writes (full, read-only, no permission); any other OSError is a bug to show
+_WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS}
 
 
 def _prepare_folder(out: str | os.PathLike) -> Path:

@@ -67,10 +67,10 @@ def build_report(run_dir: str | Path) -> Path:
                      figures.transfer_matrices(results, surrogates, targets, fractions, budget,
                                                fig_dir / f"transfer_matrix_{tag}{budget:g}.png", name,
                                                error_name)))
-    if pairs and budgets:
-        budget = _most_informative_budget(pairs, budgets)
-        made.append((f"Transfer rate vs S, R, V at {name} = {budget:g}",
-                     figures.metric_scatter(pairs, budget, fig_dir / "metrics_vs_transfer.png", name)))
+    informative = _most_informative_budget(pairs, budgets) if pairs and budgets else None
+    if informative is not None:
+        made.append((f"Transfer rate vs S, R, V at {name} = {informative:g}",
+                     figures.metric_scatter(pairs, informative, fig_dir / "metrics_vs_transfer.png", name)))
     strip = _point_strip(run_dir, config, budgets, fig_dir / "points.png")
     if strip is not None:
         made.append(strip)
@@ -82,7 +82,7 @@ def build_report(run_dir: str | Path) -> Path:
         write_csv(run_dir / "detection.csv", detection, list(detection[0]))
     path = run_dir / "report.html"
     tmp = path.with_suffix(".html.tmp")
-    tmp.write_text(_html(config, versions, last_run, cells, corr, made, results, detection))
+    tmp.write_text(_html(config, versions, last_run, cells, corr, made, detection, (name, informative)))
     tmp.replace(path)
     return path
 
@@ -142,19 +142,17 @@ def _most_informative_budget(pairs: list[dict], budgets: list[float]) -> float:
     return min(budgets, key=lambda b: abs(means[b] - 0.5))
 
 
-def _correlation_html(corr: list[dict], results: list[dict]) -> str:
-    """Per-target statistics first (the granularity at which R and V explain transfer), then the pooled ones with
-    a note on why pooling misleads."""
+def _correlation_html(corr: list[dict], budget_name: str, budget: float | None) -> str:
+    """Per-target statistics at the most informative ``budget`` first (the granularity at which R and V explain
+    transfer), then the pooled ones with a note on why pooling misleads."""
     per_target = [c for c in corr if c["target"] != "all"]
     pooled = [c for c in corr if c["target"] == "all"]
     columns = ["budget", "metric", "n_pairs", "pearson_r", "pearson_p", "kendall_tau", "kendall_p"]
-    if not per_target:
+    if not per_target or budget is None:
         return _table(pooled, columns)
-    transfer = [r for r in results if r["setting"] == "transfer" and r["budget"] > 0]
-    means = {b: np.mean([r["error"] for r in transfer if r["budget"] == b]) for b in {r["budget"] for r in transfer}}
-    budget = min(means, key=lambda b: abs(means[b] - 0.5)) if means else None
     shown = [c for c in per_target if c["budget"] == budget]
-    return (f"<h3>Per target, across surrogates (ε = {budget:g}, where the mean transfer rate is closest to "
+    return (f"<h3>Per target, across surrogates ({html.escape(budget_name)} = {budget:g}, where the mean transfer "
+            "rate is closest to "
             "0.5; every budget is in correlations.csv)</h3>"
             "<p>R (Eq. 18) is a property of a surrogate–target pair and S (Eq. 17) of the target, so R is compared "
             "across the surrogates of one target: that is how the paper reads it.</p>"
@@ -188,7 +186,8 @@ def _table(rows: list[dict], columns: list[str]) -> str:
 
 
 def _html(config: dict, versions: dict, last_run: dict, cells: list[dict], corr: list[dict],
-          made: list[tuple[str, Path]], results: list[dict], detection: list[dict] | None = None) -> str:
+          made: list[tuple[str, Path]], detection: list[dict] | None,
+          informative: tuple[str, float | None]) -> str:
     stage_time: dict[str, float] = {}
     for c in cells:
         stage_time[c["stage"]] = stage_time.get(c["stage"], 0.0) + c["seconds"]
@@ -209,7 +208,7 @@ Security 2019). Errors are averaged over {html.escape(str(config.get('repetition
 {html.escape(wall)}.</p>
 {_detection_html(config, detection)}<h2>Figures</h2>{images}
 <h2>Correlation of transfer rate with S, R, V (paper Table 1)</h2>
-{_correlation_html(corr, results)}
+{_correlation_html(corr, *informative)}
 <h2>Timings</h2>{_table(timing_rows, ['stage', 'cells', 'compute seconds'])}
 <h2>Config</h2><pre>{html.escape(yaml.safe_dump(config, sort_keys=False))}</pre>
 <h2>Versions</h2><pre>{html.escape(json.dumps(versions, indent=2))}</pre>
