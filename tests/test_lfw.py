@@ -177,7 +177,6 @@ def test_preferred_alignment_when_several(tmp_path, tree):
 
 def test_registered(tree):
     assert "lfw" in datasets.DATASETS
-    assert datasets.load_lfw is load_lfw
 
 
 # ---- bad input: one-line DataErrors ----------------------------------------------------------------------------

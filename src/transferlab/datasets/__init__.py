@@ -41,9 +41,6 @@ def load(name: str, **options: Any) -> Dataset:
     """Load dataset ``name`` (see :data:`DATASETS`) with its options; a clear :class:`DataError` on bad input."""
     try:
         return _load(name, **options)
-    except UnicodeDecodeError as exc:
-        raise DataError(f"dataset {name!r}: {options.get('path', 'a file')} is not UTF-8 text (byte {exc.start}); "
-                        "save it as UTF-8") from None
     except MemoryError:
         raise DataError(f"dataset {name!r} does not fit in memory; use a smaller part of it") from None
 

@@ -22,6 +22,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from transferlab.datasets.dataset import Dataset
+from transferlab.datasets.tabular import read_csv_rows
 from transferlab.errors import DataError
 
 CLASSES = ["benign", "malware"]
@@ -78,9 +79,10 @@ def _read_families(family_csv: Path) -> dict[str, str]:
 
 
 def _app_files(features: Path) -> list[str]:
-    """The names of the per-app files in ``features``, sorted (hidden files, e.g. ``.DS_Store``, left out)."""
+    """The names of the per-app files in ``features``, sorted (hidden files, e.g. ``.DS_Store``, and a
+    ``sha256_family.csv`` kept in the same folder left out)."""
     with os.scandir(features) as entries:
-        names = [e.name for e in entries if not e.name.startswith(".") and e.is_file()]
+        names = [e.name for e in entries if not e.name.startswith(".") and e.name != FAMILY_CSV and e.is_file()]
     if not names:
         raise DataError(f"{features} holds no app files; unpack the DREBIN release's feature vectors there (one "
                         "file per app, named by its SHA-256)")
@@ -134,7 +136,7 @@ def load_drebin_folder(path: str | os.PathLike, name: str = "drebin") -> Dataset
     order = sorted(range(len(names)), key=names.__getitem__)
     new_column = np.empty(len(names), dtype=np.int32)
     new_column[order] = np.arange(len(names), dtype=np.int32)
-    column = new_column[np.frombuffer(indices, dtype=np.int32)] if len(indices) else np.zeros(0, np.int32)
+    column = new_column[np.frombuffer(indices, dtype=np.int32)]
     X = sp.csr_matrix((np.ones(column.size), column, np.frombuffer(indptr, dtype=np.int64)),
                       shape=(len(apps), len(names)))
     X.sort_indices()
@@ -184,25 +186,7 @@ def load_drebin_csv(
     many were. Any other value that is not 0 or 1 is a :class:`DataError` naming its line and column.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"CSV file not found: {path}")
-    with path.open(newline="", encoding="utf-8", errors="backslashreplace") as fh:
-        rows = list(csv.reader(fh))
-    while rows and not rows[-1]:
-        rows.pop()
-    if len(rows) < 2:
-        raise DataError(f"{path} needs a header row and at least one data row")
-    header, body = [h.strip() for h in rows[0]], rows[1:]
-    if isinstance(label_column, str) and not label_column.lstrip("-").isdigit():
-        if label_column not in header:
-            raise DataError(f"{path}: no column named {label_column!r}; set label_column= to one of the columns "
-                            f"(e.g. {header[-1]!r})")
-        label_index = header.index(label_column)
-    else:
-        label_index = int(label_column) % len(header)
-    for line, row in enumerate(body, start=2):
-        if len(row) != len(header):
-            raise DataError(f"{path}, line {line}: {len(row)} cells but the header has {len(header)}; fix that line")
+    header, body, label_index = read_csv_rows(path, label_column)
     cells = np.array(body, dtype=str)
     labels = np.char.strip(cells[:, label_index])
     feature_index = np.array([i for i in range(len(header)) if i != label_index], dtype=np.intp)

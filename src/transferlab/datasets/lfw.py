@@ -148,8 +148,6 @@ def read_faces(files: list[Path], crop: tuple[int, int, int, int] = DEFAULT_CROP
             raise
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
             raise DataError(f"{file} is not a readable JPEG image ({exc}); extract or download LFW again") from None
-        if face.shape != (h, w, 3):
-            raise DataError(f"{file} decoded to shape {face.shape}, not {(h, w, 3)}; extract or download LFW again")
         face /= 255.0  # as scikit-learn: float32 scaling, then the mean of the channels as grey level
         X[i] = face.mean(axis=2).ravel()
     return X, (h, w)
@@ -240,7 +238,7 @@ def load_lfw(path: str | os.PathLike, people: Any, min_faces: int | None = None,
 
 
 def download_lfw(data_home: str | os.PathLike) -> Path:
-    """Download LFW (the funneled images, ~200 MB) with scikit-learn's ``fetch_lfw_people`` into
+    """Download LFW (the funneled images) with scikit-learn's ``fetch_lfw_people`` into
     ``data_home/lfw_home`` and return that folder, which ``load("lfw", path=...)`` reads.
 
     Only called when asked for: loading never downloads. scikit-learn also caches (with joblib, under lfw_home)

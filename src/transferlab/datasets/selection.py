@@ -14,13 +14,13 @@ def _presence_counts(X: np.ndarray | sp.spmatrix, rows: np.ndarray) -> np.ndarra
     """Per column, how many of the rows ``rows`` (a bool mask) hold a non-zero value (int64, length d)."""
     if sp.issparse(X):
         part = X[rows]  # CSR rows of one class: no dense copy
-        return np.bincount(part.indices[part.data != 0], minlength=X.shape[1]).astype(np.int64)
+        return np.bincount(part.indices[part.data != 0], minlength=X.shape[1])
     return np.count_nonzero(X[rows], axis=0).astype(np.int64)
 
 
-def select_features(dataset: Dataset, k: int, positive_class: int = 1) -> np.ndarray:
+def select_features(dataset: Dataset, k: int) -> np.ndarray:
     """Column indices (sorted ascending) of the ``k`` features with the largest
-    ``|P(x = 1 | positive_class) - P(x = 1 | other class)|`` in ``dataset``.
+    ``|P(x = 1 | class 1) - P(x = 1 | class 0)|`` in ``dataset`` (symmetric in the two classes).
 
     Pass the *training* data only, so the test data plays no part in the choice. A feature counts as present
     (x = 1) where it is non-zero. Sparse X is never densified (per-class counts of the CSR rows' non-zeros). The
@@ -30,15 +30,13 @@ def select_features(dataset: Dataset, k: int, positive_class: int = 1) -> np.nda
     if dataset.n_classes != 2:
         raise DataError(f"feature selection needs a binary dataset; {dataset.name!r} has {dataset.n_classes} "
                         "classes")
-    if positive_class not in (0, 1):
-        raise DataError(f"positive_class must be 0 or 1, got {positive_class!r}")
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise DataError(f"the number of features to keep must be an integer >= 1, got k={k!r}")
     n_features = dataset.X.shape[1]
     if k >= n_features:
         return np.arange(n_features)
     X = dataset.X.tocsr() if sp.issparse(dataset.X) else np.asarray(dataset.X)
-    positive = dataset.y == positive_class
+    positive = dataset.y == 1
     n_pos, n_neg = int(positive.sum()), int((~positive).sum())
     if n_pos == 0 or n_neg == 0:
         present = [dataset.classes[c] for c in np.unique(dataset.y)]

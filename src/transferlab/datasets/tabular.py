@@ -72,31 +72,45 @@ def load_npz(path: str | os.PathLike, x_key: str = "X", y_key: str = "y", name: 
     return Dataset(X.astype(np.float64), y, classes, name or path.stem)
 
 
+def read_csv_rows(path: Path, label_column: str | int) -> tuple[list[str], list[list[str]], int]:
+    """A CSV file's header (cells stripped), its data rows (trailing empty lines dropped, every row as long as the
+    header) and the index of ``label_column`` (a column name, or an index, negative from the end). UTF-8 only."""
+    if not path.is_file():
+        raise DataError(f"CSV file not found: {path}")
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            rows = list(csv.reader(fh))
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+    while rows and not rows[-1]:
+        rows.pop()
+    if len(rows) < 2:
+        raise DataError(f"{path} needs a header row and at least one data row")
+    header, body = [h.strip() for h in rows[0]], rows[1:]
+    if isinstance(label_column, str) and not label_column.lstrip("-").isdigit():
+        if label_column not in header:
+            raise DataError(f"{path}: no column named {label_column!r}; set label_column= to one of the columns "
+                            f"{header}")
+        label_index = header.index(label_column)
+    else:
+        label_index = int(label_column) % len(header)
+    for line, row in enumerate(body, start=2):
+        if len(row) != len(header):
+            raise DataError(f"{path}, line {line}: {len(row)} cells but the header has {len(header)}; fix that line")
+    return header, body, label_index
+
+
 def load_csv(path: str | os.PathLike, label_column: str | int = -1, name: str | None = None) -> Dataset:
     """A dataset from a CSV file with a header row; ``label_column`` is a column name or index (default: last).
 
     Every other column must be numeric; an empty or non-numeric cell, or NaN, is an error naming its row.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"CSV file not found: {path}")
-    with path.open(newline="") as fh:
-        rows = list(csv.reader(fh))
-    if len(rows) < 2:
-        raise DataError(f"{path} needs a header row and at least one data row")
-    header, body = rows[0], rows[1:]
-    if isinstance(label_column, str) and not label_column.lstrip("-").isdigit():
-        if label_column not in header:
-            raise DataError(f"{path}: no column named {label_column!r}; columns are {header}")
-        label_index = header.index(label_column)
-    else:
-        label_index = int(label_column) % len(header)
+    header, body, label_index = read_csv_rows(path, label_column)
     features = [i for i in range(len(header)) if i != label_index]
     X = np.empty((len(body), len(features)))
     labels = []
     for r, row in enumerate(body, start=2):
-        if len(row) != len(header):
-            raise DataError(f"{path}, line {r}: {len(row)} cells but the header has {len(header)}")
         try:
             X[r - 2] = [float(row[i]) for i in features]
         except ValueError:
@@ -138,8 +152,6 @@ def load_svmlight(
         reason = " ".join(str(exc).split())
         raise DataError(f"{path} is not a readable svmlight/libsvm file ({reason}); each line must read "
                         "'label index:value ...'") from None
-    if raw_y.size and np.all(raw_y == np.round(raw_y)):
-        raw_y = raw_y.astype(np.int64)  # integer labels print as "1", not "1.0"
     y, classes = _encode_labels(raw_y, str(path))
     return Dataset(X.tocsr(), y, classes, name or path.stem, feature_names=[f"f{j}" for j in range(X.shape[1])])
 
