@@ -99,12 +99,8 @@ class Poisoning:
             return family_for(self.surrogate)
         raise ConfigError("surrogate must be a registry name or a classifier from transferlab.models.create")
 
-    def run(self, X_train: Any, y_train: Any, X_val: Any, y_val: Any,
-            init: tuple[Any, Any] | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Craft the poisoning points; returns (X_p, y_p) only (the points to add to the training set).
-
-        ``init`` = (X_0, y_0), at most ``n_points`` rows (e.g. the points crafted for a smaller fraction), replaces
-        the first starting points (their ``initial_indices`` are −1); the rest start as usual."""
+    def run(self, X_train: Any, y_train: Any, X_val: Any, y_val: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Craft the poisoning points; returns (X_p, y_p) only (the points to add to the training set)."""
         X_train, X_val = check_X(X_train, "X_train"), check_X(X_val, "X_val")
         y_train, y_val = check_y(y_train, len(X_train)), check_y(y_val, len(X_val))
         if len(X_val) == 0:
@@ -120,14 +116,6 @@ class Poisoning:
         family = self._family()
         chosen = self._initial_indices(family, X_train, y_train)
         X_p, y_p = X_train[chosen].copy(), 1 - y_train[chosen]
-        if init is not None:
-            X_0 = check_X(init[0], "init X")
-            m = len(X_0)
-            if m > self.n_points or X_0.shape[1] != X_train.shape[1]:
-                raise DataError(f"init must hold at most n_points={self.n_points} rows of {X_train.shape[1]} "
-                                f"features, got {X_0.shape}")
-            y_0 = check_y(init[1], m, n_classes=2)
-            X_p[:m], y_p[:m], chosen[:m] = np.clip(X_0, self.lb, self.ub), y_0, -1
         d = X_train.shape[1]
         max_step = self.step if self.step is not None else 0.25 * (self.ub - self.lb) * np.sqrt(d)
         if self.mode == "batch":
@@ -138,13 +126,18 @@ class Poisoning:
         return X_p.copy(), y_p.copy()
 
     def _initial_indices(self, family: Family, X_train: np.ndarray, y_train: np.ndarray) -> np.ndarray:
-        n = len(X_train)
+        """The training points the poisoning points start from (n_points <= len(X_train), checked by run)."""
         if self.init == "confident":
             margins = signed(y_train) * family.scores(family.fit(X_train, y_train), X_train)
-            order = np.argsort(-margins, kind="stable")
-            return order[np.arange(self.n_points) % n]
+            return np.argsort(-margins, kind="stable")[:self.n_points]
         rng = np.random.default_rng(self.seed)
-        return rng.choice(n, size=self.n_points, replace=self.n_points > n)
+        return rng.choice(len(X_train), size=self.n_points, replace=False)
+
+    def _unblocked(self, grad: np.ndarray, X: np.ndarray) -> np.ndarray:
+        """The gradient with the coordinates a step could not follow (at a box bound) set to 0, as the evasion
+        attacks do: such steps do not count in the direction."""
+        grad[((grad > 0) & (X >= self.ub)) | ((grad < 0) & (X <= self.lb))] = 0.0
+        return grad
 
     def _run_sequential(self, family, X_train, y_train, X_val, y_val, X_p, y_p, chosen, max_step):
         n = len(X_train)
@@ -164,9 +157,7 @@ class Poisoning:
                     before[k] = current
                 for _ in range(self.max_iter):
                     params = family.fit(X_all, y_all)
-                    grad = family.gradient(params, X_all, y_all, c, X_val, y_val)
-                    # steps blocked by the box do not count in the direction (as in the evasion attacks)
-                    grad[((grad > 0) & (X_all[c] >= self.ub)) | ((grad < 0) & (X_all[c] <= self.lb))] = 0.0
+                    grad = self._unblocked(family.gradient(params, X_all, y_all, c, X_val, y_val), X_all[c])
                     norm = np.linalg.norm(grad)
                     iterations[k] += 1
                     if norm == 0:
@@ -193,11 +184,10 @@ class Poisoning:
         fit = session.fit(X_p, y_p, warm=clean_fit)
         current = session.validation_loss(fit)
         history = [current]
-        eta = max_step / 4      # a careful first step: the first moves choose the basin (measured: RBF SVM, C=100)
+        eta = max_step / 4      # a careful first step: the first moves choose the basin of the local optimum
         steps = 0
         for _ in range(self.max_steps):
-            grad = session.gradients(fit)
-            grad[((grad > 0) & (X_p >= self.ub)) | ((grad < 0) & (X_p <= self.lb))] = 0.0
+            grad = self._unblocked(session.gradients(fit), X_p)
             norms = np.linalg.norm(grad, axis=1)
             if not norms.any():
                 break

@@ -18,8 +18,8 @@ Every poisoning point shares the one solve v = (∇²_θ L_tr)⁻¹ ∇_θ L_val
 gradients of many points at once from it. :meth:`Family.session` gives what batched poisoning needs: a fixed clean
 training set, moving poisoning rows, and what depends only on the clean rows cached (their Gram or kernel matrix and
 that against the validation set), so one retraining costs only the new rows' kernel values and the solver — a few
-warm-started Newton steps in the n×n dual form (logistic), one n×n Cholesky (ridge), libsvm on a precomputed kernel
-(SVMs; it has no warm start, but with the kernel cached a fit costs milliseconds).
+warm-started Newton steps in the n×n dual form (logistic), one n×n Cholesky (ridge), and for the SVMs an exact
+active-set solve of the dual warm-started from the previous fit (libsvm on the cached kernel as a checked fallback).
 """
 
 from __future__ import annotations
