@@ -59,12 +59,11 @@ def main() -> None:
     from transferlab.experiments.executors import tune_malloc
 
     tune_malloc()  # as experiment cells do: large temporaries stay in the heap
-    limits = None  # noqa: F841
     if args.threads:
         torch.set_num_threads(args.threads)
         from threadpoolctl import threadpool_limits
 
-        limits = threadpool_limits(args.threads)  # numpy/scikit-learn BLAS too (kept until exit)
+        threadpool_limits(args.threads)  # numpy/scikit-learn BLAS too, for the rest of the process
     full = args.data is not None
     data = datasets.load("mnist89", path=args.data) if full else datasets.load("mnist89")
     n_train, n_attack = (5900, 1000) if full else (400, 500)

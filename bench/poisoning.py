@@ -40,6 +40,8 @@ def main() -> None:
     parser.add_argument("--data", help="folder with the full MNIST (IDX files or mnist.npz)")
     parser.add_argument("--models", default="svm_h,logistic_h,ridge_h,svm_rbf_h")
     parser.add_argument("--fractions", default="0.05,0.1,0.2")
+    parser.add_argument("--mode", default="batch", choices=["batch", "sequential"],
+                        help="transferlab's algorithm (batch: the presets'; sequential: the paper's)")
     parser.add_argument("--max-passes", type=int, default=2)
     parser.add_argument("--max-iter", type=int, default=4)
     parser.add_argument("--threads", type=int, default=None,
@@ -53,23 +55,23 @@ def main() -> None:
                         help="secml's step geometry: l2 moves all pixels along the gradient (as transferlab), "
                              "l1 one pixel per step (the default of secml's SVM and logistic attacks)")
     args = parser.parse_args()
-    limits = None  # noqa: F841
     if args.threads:
         import torch
         from threadpoolctl import threadpool_limits
 
         torch.set_num_threads(args.threads)
-        limits = threadpool_limits(args.threads)  # numpy/scikit-learn BLAS too (kept until exit)
+        threadpool_limits(args.threads)  # numpy/scikit-learn BLAS too, for the rest of the process
     full = args.data is not None
     data = datasets.load("mnist89", path=args.data) if full else datasets.load("mnist89")
     n_val, n_test = (500, 1000) if full else (250, 400)
     split = datasets.split(data, n_target=300, n_surrogate=1, n_test=n_test, n_validation=n_val, seed=0)
-    X, y, X_val, y_val = split.target.X, split.target.y, split.validation.X, split.validation.y
+    X, y = split.target.X, split.target.y
     if args.secml:
         compare(args, split, n_val, n_test)
         return
     print(f"data: {'full' if full else 'embedded'} MNIST89, 300 training, {n_val} validation, {n_test} test points; "
-          f"passes {args.max_passes}, steps per point and pass {args.max_iter}")
+          f"mode {args.mode}" + (f", passes {args.max_passes}, steps per point and pass {args.max_iter}"
+                                   if args.mode == "sequential" else ""))
     print(f"{'model':<11} {'clean err':>9} " + " ".join(f"{'p=' + f:>22}" for f in args.fractions.split(",")))
     total_points, total_time = 0, 0.0
     for name in args.models.split(","):
@@ -79,7 +81,7 @@ def main() -> None:
             n_points = int(round(fraction * len(y)))
             _, cpu, _, error, _ = run_transferlab(args, name, split, n_points)
             total_points, total_time = total_points + n_points, total_time + cpu
-            cells.append(f"{cpu / n_points:6.2f} s/pt err {error:5.3f}")
+            cells.append(f"{cpu / n_points:7.3f} s/pt err {error:5.3f}")
         clean_error = np.mean(clean.predict(split.test.X) != split.test.y)
         print(f"{name:<11} {clean_error:9.3f} " + " ".join(f"{c:>22}" for c in cells), flush=True)
     print(f"overall: {total_time / total_points:.2f} s of CPU time per poisoning point")
@@ -90,7 +92,7 @@ def run_transferlab(args, name, split, n_points):
     poisoning points."""
     X, y = split.target.X, split.target.y
     attack = attacks.Poisoning(surrogate=name, n_points=n_points, max_passes=args.max_passes,
-                               max_iter=args.max_iter, seed=0)
+                               max_iter=args.max_iter, mode=args.mode, seed=0)
     start, wall = time.process_time(), time.perf_counter()
     X_p, y_p = attack.run(X, y, split.validation.X, split.validation.y)
     cpu, wall = time.process_time() - start, time.perf_counter() - wall
@@ -107,7 +109,8 @@ def compare(args, split, n_val, n_test) -> None:
     fractions = [float(f) for f in args.fractions.split(",")]
     print(f"data: {'full' if args.data else 'embedded'} MNIST89, {len(y)} training, {n_val} validation, {n_test} "
           f"test points; BLAS/torch threads {args.threads or 'default'} (both processes)")
-    print(f"transferlab: Poisoning(max_passes={args.max_passes}, max_iter={args.max_iter} steps per point and pass, "
+    print(f"transferlab: Poisoning(mode={args.mode}, max_passes={args.max_passes}, max_iter={args.max_iter} "
+          "(sequential mode only) steps per point and pass, "
           f"lb=0, ub=1, seed=0)")
     print(f"secml: CAttackPoisoning*(distance='{args.secml_distance}', lb=0, ub=1, solver_params={solver}, "
           f"run(max_iter={args.secml_passes} pass(es))), starting from transferlab's starting points")
