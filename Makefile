@@ -8,7 +8,7 @@ CONSTRAINTS ?= -c constraints.txt
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet $(CONSTRAINTS) -e ".[dev,dask,pandas]"
+	$(BIN)/pip install --quiet $(CONSTRAINTS) -e ".[dev,dask,pandas,onnx,skops]"
 	touch $@
 
 install: $(BIN)/.installed
