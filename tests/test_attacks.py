@@ -2,17 +2,10 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import FAST
 from transferlab import attacks, datasets, models
 from transferlab.errors import ConfigError
 
 DIFFERENTIABLE = [n for n, s in models.MODELS.items() if s.factory is not models.RandomForest]
-
-
-@pytest.fixture(scope="module")
-def fitted(small_split):
-    return {name: models.create(name, **FAST.get(name, {})).fit(small_split.target.X, small_split.target.y)
-            for name in models.MODELS}
 
 
 def exact_linear_optimum(w, x0, eps, lb=0.0, ub=1.0):
@@ -89,15 +82,62 @@ def test_batch_equals_rows_one_at_a_time(fitted, small_split, name):
     np.testing.assert_allclose(whole, rows, rtol=1e-4, atol=1e-6)
 
 
-def test_double_init_keeps_the_better_run(fitted, small_split):
-    model = fitted["nn_h"]
-    X, y = small_split.test.X[:30], small_split.test.y[:30]
-    single = attacks.PGDLineSearch(norm=2, eps=1.0, max_iter=20)
+def _stuck_toy():
+    """A 2-D problem where Algorithm 1 from x0 gets stuck: a class-1 outlier at (1, 0) inside a ring of class-0
+    points makes a bump of the RBF SVM's score that stays below 0 (C = 1 caps its dual coefficient). From the
+    class-0 point (1, 0.25) the gradient points down the bump's slope (along −y), and the line search follows it past
+    the bump to the edge of the ℓ2 ball (ε = 2), where the score is the SVM's bias (about −0.73, far from every
+    support vector): a local maximum within Φ, still class 0. The class-1 cluster around (−1.5, 0) lies 2.5 away in
+    another direction. (A fixed jitter keeps the pool points from tying in their scores.)"""
+    ring = [(1 + 0.5 * np.cos(a), 0.5 * np.sin(a)) for a in np.linspace(0, 2 * np.pi, 8, endpoint=False)]
+    field = [(x, y) for x in (0.0, 1.0, 2.0) for y in (-1.0, 1.0)]
+    cluster = [(-1.5, 0.0), (-1.5, 0.2), (-1.3, -0.1), (-1.7, -0.15)]
+    X = np.array(ring + field + [(1.0, 0.0)] + cluster) + np.random.default_rng(0).uniform(-0.02, 0.02, (19, 2))
+    y = np.r_[np.zeros(len(ring) + len(field), dtype=int), np.ones(1 + len(cluster), dtype=int)]
+    return X, y, models.create("svm_rbf_l", C=1.0, gamma=2.0).fit(X, y)
+
+
+def test_double_init_starts_from_the_source_models_most_confident_training_point_of_another_class():
+    """The paper's second start for nonlinear models: Π_Φ of the source model's own training point that it scores
+    most confidently in another class than the attacked point's label (the largest margin loss A(p, y) over the
+    training points p; A = f_1 − f_0 for y = 0 and f_0 − f_1 for y = 1), and the better of the two runs is kept."""
+    X_train, y_train, model = _stuck_toy()
+    X = np.array([[1.0, 0.25], [-1.4, 0.05]])  # a class-0 point by the bump, and a class-1 point in the cluster
+    y = np.array([0, 1])
+    # the definition, computed here from scikit-learn's own scores of the fitted SVC
+    f = model.estimator_.decision_function(X_train)
+    margin_loss = np.where(y[:, None] == 0, f[None, :], -f[None, :])    # A(p, y) for each (attacked point, p)
+    ranked = np.argsort(-margin_loss, axis=1)
+    assert np.all(margin_loss[[0, 1], ranked[:, 0]] > margin_loss[[0, 1], ranked[:, 1]] + 1e-5)  # no near-tie
+    settings = dict(norm=2, eps=2.0, lb=None, ub=None, max_iter=50)
+    single = attacks.PGDLineSearch(**settings)
     single.run(model, X, y)
-    double = attacks.PGDLineSearch(norm=2, eps=1.0, max_iter=20, double_init=True)
-    X_adv = double.run(model, X, y)
-    assert np.all(double.result_.objective >= single.result_.objective - 1e-9)
-    assert bool(double.domain.contains(torch.as_tensor(X_adv), torch.as_tensor(X)).all())
+    double = attacks.PGDLineSearch(**settings, double_init=True)
+    double.run(model, X, y, init_pool=X_train)
+    # run(init=p) projects p onto Φ, as double init does: the first point's pool point lies beyond ε (its start
+    # is a projection onto the ball), the second's inside
+    distance = np.linalg.norm(X_train[ranked[:, 0]] - X, axis=1)
+    assert distance[0] > settings["eps"] > distance[1]
+    from_pool = attacks.PGDLineSearch(**settings)
+    from_pool.run(model, X, y, init=X_train[ranked[:, 0]])
+    runner_up = attacks.PGDLineSearch(**settings)
+    runner_up.run(model, X, y, init=X_train[ranked[:, 1]])
+
+    # the case is built so that double init changes the result: the single start fails where the second succeeds
+    assert single.result_.success.tolist() == [False, True] and double.result_.success.tolist() == [True, True]
+    assert np.linalg.norm(double.result_.x_adv[0] - single.result_.x_adv[0]) > 1.0
+    assert double.result_.objective[0] > single.result_.objective[0] + 1.0
+    # the second start is the defined pool point: per point, the better of the run from x0 and the run from it
+    second_better = from_pool.result_.objective > single.result_.objective
+    np.testing.assert_allclose(double.result_.x_adv,
+                               np.where(second_better[:, None], from_pool.result_.x_adv, single.result_.x_adv),
+                               rtol=0, atol=1e-12)
+    np.testing.assert_allclose(double.result_.objective,
+                               np.maximum(from_pool.result_.objective, single.result_.objective), rtol=0, atol=1e-12)
+    # ... and not another one: starting from the runner-up ends elsewhere, so the check above tells them apart
+    assert np.all(np.abs(runner_up.result_.x_adv - double.result_.x_adv).max(axis=1) > 1e-6)
+    assert bool(double.domain.contains(torch.as_tensor(double.result_.x_adv), torch.as_tensor(X)).all())
+    assert np.all(double.result_.iterations == single.result_.iterations + from_pool.result_.iterations)
 
 
 def test_targeted_attack_on_multiclass_problem():

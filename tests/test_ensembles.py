@@ -1,5 +1,7 @@
 """Ensemble surrogates and a user's own saved models in experiments."""
 
+import copy
+import csv
 import shutil
 import subprocess
 import sys
@@ -8,7 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
-from test_models import as_float64, finite_difference_check
+from conftest import as_float64, finite_difference_check
 from transferlab import attacks, datasets, models
 from transferlab.errors import ConfigError
 from transferlab.experiments import runner
@@ -20,21 +22,28 @@ def parts():
     return datasets.split(datasets.load("mnist89"), n_target=120, n_surrogate=120, n_test=40, seed=2)
 
 
-def _members(parts):
+@pytest.fixture(scope="module")
+def _members_once(parts):
     return [models.create("svm_l").fit(parts.surrogate.X, parts.surrogate.y),
             models.create("svm_rbf_h").fit(parts.surrogate.X, parts.surrogate.y),
             as_float64(models.create("nn_l", epochs=3).fit(parts.surrogate.X, parts.surrogate.y))]
 
 
-def test_ensemble_gradient_matches_finite_differences_of_its_averaged_loss(parts):
-    ensemble = models.Ensemble(_members(parts))
+@pytest.fixture()
+def members(_members_once):
+    """The members, fitted once per module; each test gets its own copies (``Ensemble.fit`` refits its members in
+    place), so no test sees another's changes."""
+    return copy.deepcopy(_members_once)
+
+
+def test_ensemble_gradient_matches_finite_differences_of_its_averaged_loss(parts, members):
+    ensemble = models.Ensemble(members)
     X, y = parts.test.X[:3], parts.test.y[:3]
     finite_difference_check(ensemble, X, y, "margin")
     assert np.allclose(ensemble.loss(X, y), np.mean([m.loss(X, y) for m in ensemble.members], axis=0))
 
 
-def test_normalized_ensemble_averages_unit_gradients(parts):
-    members = _members(parts)
+def test_normalized_ensemble_averages_unit_gradients(parts, members):
     ensemble = models.Ensemble(members, combine="normalized")
     X, y = parts.test.X[:5], parts.test.y[:5]
     unit = [g / np.linalg.norm(g, axis=1, keepdims=True) for g in (m.input_gradient(X, y) for m in members)]
@@ -72,12 +81,12 @@ def test_an_ensemble_row_and_a_users_own_model_in_an_experiment(tmp_path, saved)
     from transferlab.report import build_report
 
     build_report(out)
-    import csv
-
-    rows = list(csv.DictReader(open(out / "results.csv")))
+    with open(out / "results.csv") as fh:
+        rows = list(csv.DictReader(fh))
     assert {r["surrogate"] for r in rows if r["setting"] == "transfer"} == {"svm_l", "ens_lin"}
     assert {r["target"] for r in rows} == {"svm_rbf_h", "mine"}
-    metric = [r for r in csv.DictReader(open(out / "metrics.csv")) if r["surrogate"] == "ens_lin"]
+    with open(out / "metrics.csv") as fh:
+        metric = [r for r in csv.DictReader(fh) if r["surrogate"] == "ens_lin"]
     assert all(float(r["V"]) >= 0 and -1 <= float(r["R"]) <= 1 for r in metric)
     imported = models.load(out / "models/r0/target/mine")
     X = datasets.load("mnist89").X[:20]

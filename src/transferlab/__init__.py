@@ -16,7 +16,11 @@ def results(run_dir):  # noqa: ANN001, ANN201 (documented in transferlab.report.
 
 
 def audit(*args, **kwargs):  # noqa: ANN002, ANN003, ANN201 (documented in transferlab.audit)
-    """Predict transfer without attacking: see :func:`transferlab.audit.audit`."""
+    """Predict transfer without attacking: see :func:`transferlab.audit.audit`.
+
+    Importing the submodule ``transferlab.audit`` replaces this function by the module as the package's
+    attribute; the module is callable (it calls :func:`transferlab.audit.audit`), so ``transferlab.audit(...)``
+    works every time, before and after any import of the submodule."""
     from transferlab.audit import audit as _audit
 
     return _audit(*args, **kwargs)

@@ -12,6 +12,9 @@ worse as ε grows or the target bends (RBF SVMs, networks); a forest has no grad
 
 from __future__ import annotations
 
+import math
+import sys
+import types
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -22,7 +25,7 @@ from scipy import stats
 from transferlab import metrics
 from transferlab.attacks.base import steepest_direction
 from transferlab.attacks.constraints import dual_norm, parse_norm
-from transferlab.errors import ConfigError
+from transferlab.errors import ConfigError, DataError
 from transferlab.models.base import Classifier, check_X, check_y
 
 
@@ -42,6 +45,67 @@ class AuditRow:
     measured: float = float("nan")
 
 
+def check_budgets(eps: Any, field: str = "eps") -> list[float]:
+    """The budgets to predict at, checked: a list of numbers, or text of comma-separated numbers (the CLI's
+    ``--eps 0.5,1,2``); each finite and > 0 (a budget of 0 moves nothing, so it predicts nothing), at most
+    :data:`~transferlab.experiments.config.MAX_BUDGETS` of them. Returns them sorted, each once."""
+    from transferlab.experiments.config import MAX_BUDGETS
+
+    if isinstance(eps, str):
+        items = eps.split(",")
+        if len(items) > MAX_BUDGETS:
+            raise ConfigError(f"{field}: {len(items)} budgets; give at most {MAX_BUDGETS}")
+        values: list[Any] = []
+        for number, item in enumerate(items, start=1):
+            if not item.strip():
+                raise ConfigError(f"{field}: budget {number} is empty; give comma-separated numbers, e.g. 0.5,1,2")
+            try:
+                values.append(float(item))
+            except ValueError:
+                shown = item.strip() if len(item.strip()) <= 30 else item.strip()[:27] + "..."
+                raise ConfigError(f"{field}: {shown!r} is not a number; give comma-separated budgets, e.g. "
+                                  "0.5,1,2") from None
+    elif isinstance(eps, (list, tuple, np.ndarray)):
+        values = list(eps)
+    else:
+        raise ConfigError(f"{field}: give a list of budgets, e.g. [0.5, 1, 2], got {type(eps).__name__}")
+    if not values:
+        raise ConfigError(f"{field}: no budget given; give budgets > 0, e.g. 0.5,1,2")
+    if len(values) > MAX_BUDGETS:
+        raise ConfigError(f"{field}: {len(values)} budgets; give at most {MAX_BUDGETS}")
+    for value in values:
+        if not _positive_number(value):
+            raise ConfigError(f"{field}: every budget must be a finite number > 0 (0 moves no point), got "
+                              f"{str(value)[:30]}")
+    return sorted({float(v) for v in values})
+
+
+def _positive_number(value: Any) -> bool:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        return False
+    try:
+        return math.isfinite(float(value)) and float(value) > 0
+    except OverflowError:
+        return False
+
+
+def check_names(names: Any, field: str = "surrogates") -> list[str] | None:
+    """Model names as a list (text is comma-separated, the CLI's ``--surrogates a,b``), each given once; None stays
+    None (the config's own)."""
+    if names is None:
+        return None
+    from transferlab.experiments.config import check_name
+
+    items = names.split(",") if isinstance(names, str) else names
+    if not isinstance(items, (list, tuple)) or not items:
+        raise ConfigError(f"{field}: give model names, e.g. svm_l,nn_l")
+    out = [check_name(item.strip() if isinstance(item, str) else item, field) for item in items]
+    repeated = sorted({n for n in out if out.count(n) > 1})
+    if repeated:
+        raise ConfigError(f"{field}: {repeated[0]!r} is listed twice; name each model once")
+    return out
+
+
 def predicted_evasion(target: Classifier, surrogate: Classifier, X: np.ndarray, y: np.ndarray, eps: float,
                       norm: Any = 2, loss: str = "margin") -> np.ndarray:
     """Per point: whether ℓ(x) + ε ∇ℓ(x)ᵀd̂(x) > 0, d̂ the surrogate's unit steepest-ascent direction."""
@@ -57,6 +121,7 @@ def audit(target: Classifier, surrogates: Mapping[str, Classifier | Sequence[Cla
     """S, R, V and the predicted transfer rate of each surrogate against ``target`` at each budget, on the points
     (X, y) (a few hundred suffice). A surrogate given as a list of models is the surrogate (first) and its
     resamples (the others), from which V (Eq. 19) is computed. Rows are ranked per budget by predicted rate."""
+    eps = check_budgets(eps)
     if not target.differentiable:
         raise ConfigError(f"the target {type(target).__name__} has no input gradient: S, R and the linear "
                           "prediction are undefined for it")
@@ -100,13 +165,14 @@ def agreement(rows: Sequence[AuditRow]) -> list[dict[str, float]]:
     return out
 
 
-def audit_run(run_dir: Any, target: str, repetition: int = 0, fraction: float = 1.0,
-              eps: Sequence[float] | None = None) -> list[AuditRow]:
-    """Audit the surrogates of a finished evasion run against one of its targets, with the run's own trained
-    models and attacked points, and put the run's measured transfer rates beside the predictions."""
+def audit_run(run_dir: Any, target: str, repetition: int = 0, fraction: float | None = None,
+              eps: Sequence[float] | str | None = None, surrogates: Sequence[str] | str | None = None
+              ) -> list[AuditRow]:
+    """Audit the surrogates of a finished evasion run (or those of ``surrogates``, a subset) against one of its
+    targets, with the run's own trained models and attacked points, and put the run's measured transfer rates
+    beside the predictions. ``fraction``: the surrogates' data fraction (default: the run's largest). Everything
+    is checked before any model is loaded."""
     from pathlib import Path
-
-    import yaml
 
     from transferlab.experiments import common, evasion
     from transferlab.experiments.config import parse_config
@@ -115,24 +181,42 @@ def audit_run(run_dir: Any, target: str, repetition: int = 0, fraction: float = 
     run_dir = Path(run_dir)
     store = Store(run_dir / "store.sqlite", create=False)
     try:
-        config = parse_config(yaml.safe_load(store.meta("config_yaml") or "{}"), f"{run_dir}/store.sqlite")
+        data = store.config_data()
         measured_rows = store.table("results")
     finally:
         store.close()
+    try:
+        config = parse_config(data, f"{run_dir}/store.sqlite")
+    except ConfigError as exc:
+        raise DataError(f"{exc} (the stored config; the store was edited or is damaged)") from None
     if config.kind != "evasion":
         raise ConfigError("audit predicts evasion transfer; this run is a poisoning experiment")
     if target not in config.targets:
         raise ConfigError(f"{target!r} is not a target of this run; its targets are {', '.join(config.targets)}")
+    if not evasion._differentiable(config, target):
+        raise ConfigError(f"the target {target!r} has no input gradient: S, R and the linear prediction are "
+                          "undefined for it; audit a differentiable target")
+    _check_repetition(repetition, config)
+    fraction = config.surrogate_fractions[0] if fraction is None else fraction
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) \
+            or float(fraction) not in config.surrogate_fractions:
+        raise ConfigError(f"fraction {fraction!r} is not a surrogate data fraction of this run; its fractions are "
+                          f"{', '.join(f'{f:g}' for f in config.surrogate_fractions)}")
+    names = check_names(surrogates, "--surrogates") or list(config.surrogates)
+    for name in names:
+        if name not in config.surrogates:
+            raise ConfigError(f"--surrogates: {name!r} is not a surrogate of this run; its surrogates are "
+                              f"{', '.join(config.surrogates)}")
+    budgets = _budgets(eps, config)
     split = common.load_split(config, repetition)
     label = evasion.attacked_label(config, common.load_dataset(config))
     test = split.test if label is None else split.test.subset(np.flatnonzero(split.test.y == label))
     X, y = evasion.dense(test.X), test.y
     target_model = common.load_model(run_dir, common.Cell("train", repetition, target, "target"), "cpu")
-    surrogates = {name: [common.load_surrogate(run_dir, config, repetition, name, fraction, d)
-                         for d in range(common.draws_of(config, name, config.variance.n_surrogates))]
-                  for name in config.surrogates}
-    budgets = [e for e in (eps if eps is not None else config.attack.eps) if e > 0]
-    rows = audit(target_model, surrogates, X, y, budgets, config.attack.norm, config.attack.loss)
+    models_by_name = {name: [common.load_surrogate(run_dir, config, repetition, name, float(fraction), d)
+                             for d in range(common.draws_of(config, name, config.variance.n_surrogates))]
+                      for name in names}
+    rows = audit(target_model, models_by_name, X, y, budgets, config.attack.norm, config.attack.loss)
     measured = {(r["surrogate"], r["budget"]): r["error"] for r in measured_rows
                 if r["setting"] == "transfer" and r["target"] == target and r["repetition"] == repetition
                 and r["fraction"] == fraction}
@@ -141,25 +225,85 @@ def audit_run(run_dir: Any, target: str, repetition: int = 0, fraction: float = 
     return rows
 
 
-def audit_config(config: Any, target: str, surrogates: Sequence[str] | None = None, n_points: int = 300,
-                 repetition: int = 0, eps: Sequence[float] | None = None) -> list[AuditRow]:
+def audit_config(config: Any, target: str, surrogates: Sequence[str] | str | None = None, n_points: int = 300,
+                 repetition: int = 0, eps: Sequence[float] | str | None = None) -> list[AuditRow]:
     """Audit from a config (a preset or YAML, parsed): train the target and each candidate surrogate (with
-    ``variance.n_surrogates`` resamples for V) on the config's split, then predict on ``n_points`` test points."""
-    from transferlab.experiments import common, evasion
+    ``variance.n_surrogates`` resamples for V) on the config's split, then predict on ``n_points`` test points.
 
-    names = list(surrogates or config.surrogates)
+    A model is a registry model, or one of the config's ``saved_models`` (imported as it is: no resamples, so no
+    V) or, as a surrogate, one of its ``ensembles`` (members trained on each resample). Every name, budget and
+    count is checked before anything is trained."""
+    from transferlab.experiments import common, evasion
+    from transferlab.experiments.config import ExperimentConfig
+    from transferlab.models import MODELS, Ensemble
+
+    if not isinstance(config, ExperimentConfig):
+        raise ConfigError("audit_config takes a parsed config (transferlab.experiments.config.load_config)")
+    if config.kind != "evasion":
+        raise ConfigError(f"audit predicts evasion transfer; config {config.name!r} is a {config.kind} experiment")
+    names = check_names(surrogates, "--surrogates") or list(config.surrogates)
+    known = [*MODELS, *config.saved_models]
+    if not isinstance(target, str) or target not in known:
+        hint = " (an ensemble is a surrogate only)" if target in config.ensembles else ""
+        raise ConfigError(f"--target: unknown model {target!r}{hint}; choose from {', '.join(known)}")
+    for name in names:
+        if name not in known and name not in config.ensembles:
+            raise ConfigError(f"--surrogates: unknown model {name!r}; choose from {', '.join(known)} or an ensemble "
+                              "of the config")
+    if isinstance(n_points, bool) or not isinstance(n_points, int) or not 1 <= n_points <= 10**7:
+        raise ConfigError(f"--points must be a whole number >= 1, got {n_points!r}")
+    _check_repetition(repetition, config)
+    budgets = _budgets(eps, config)
+    evasion.check_data(config)  # the data, the attacked class and the saved models, before any training
+    for name, field in [(target, "--target"), *((n, "--surrogates") for n in names)]:
+        if name not in config.ensembles and not evasion._differentiable(config, name):
+            raise ConfigError(f"{field}: {name!r} has no input gradient, so S, R and the linear prediction are "
+                              "undefined for it; audit differentiable models (a forest can only be a measured "
+                              "target of `transferlab run`)")
     split = common.load_split(config, repetition)
     label = evasion.attacked_label(config, common.load_dataset(config))
     test = split.test if label is None else split.test.subset(np.flatnonzero(split.test.y == label))
     test = test.subset(np.arange(min(n_points, len(test))))
     X, y = evasion.dense(test.X), test.y
-    target_model = common.create_model(config, target, repetition).fit(split.target.X, split.target.y)
+    target_model = common.obtain_model(config, target, repetition, 0, split.target)
     models_by_name = {}
     for name in names:
         draws = []
-        for d in range(config.variance.n_surrogates):
+        for d in range(common.draws_of(config, name, config.variance.n_surrogates)):
             data = split.surrogate_subsample(1.0, d)
-            draws.append(common.create_model(config, name, repetition, d).fit(data.X, data.y))
+            if name in config.ensembles:
+                spec = config.ensembles[name]
+                draws.append(Ensemble([common.obtain_model(config, m, repetition, d, data) for m in spec.members],
+                                      combine=spec.combine))
+            else:
+                draws.append(common.obtain_model(config, name, repetition, d, data))
         models_by_name[name] = draws
-    budgets = [e for e in (eps if eps is not None else config.attack.eps) if e > 0]
     return audit(target_model, models_by_name, X, y, budgets, config.attack.norm, config.attack.loss)
+
+
+def _check_repetition(repetition: Any, config: Any) -> None:
+    if isinstance(repetition, bool) or not isinstance(repetition, int) or not 0 <= repetition < config.repetitions:
+        raise ConfigError(f"--repetition {repetition!r} is out of range: the config has {config.repetitions} "
+                          f"repetition(s), numbered 0 to {config.repetitions - 1}")
+
+
+def _budgets(eps: Any, config: Any) -> list[float]:
+    """The budgets given, checked, or the config's budgets above 0."""
+    if eps is not None:
+        return check_budgets(eps, "--eps")
+    positive = [e for e in config.attack.eps if e > 0]
+    if not positive:
+        raise ConfigError("--eps: the config's attack.eps holds no budget > 0; give budgets, e.g. --eps 0.5,1,2")
+    return positive
+
+
+class _CallableModule(types.ModuleType):
+    """``transferlab.audit`` is both this module and the function :func:`audit` (the package's lazy wrapper is
+    replaced by the module on first import), so the module calls :func:`audit`: ``transferlab.audit(...)`` works
+    however often and in whatever order it is called or imported."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> list[AuditRow]:
+        return audit(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

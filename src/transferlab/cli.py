@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 import transferlab
-from transferlab.errors import TransferlabError
+from transferlab.errors import ConfigError, TransferlabError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Measure and explain the transferability of evasion and poisoning attacks.")
@@ -66,7 +66,7 @@ def list_(what: Listable = typer.Argument(..., help="models or datasets")) -> No
 def run(
     config: str = typer.Argument(..., help="A preset name (see `transferlab presets`) or a YAML config file."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default: runs/<config name>)."),
-    workers: int = typer.Option(1, "--workers", min=1, help="Local worker processes."),
+    workers: int = typer.Option(1, "--workers", help="Local worker processes (at least 1)."),
     data: Optional[str] = typer.Option(None, "--data", help="Dataset path (e.g. the full MNIST folder)."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda."),
     executor: Optional[str] = typer.Option(None, "--executor", help="inline, processes or dask."),
@@ -90,32 +90,34 @@ def audit(
     source: str = typer.Argument(..., help="A finished evasion run folder, or a preset / YAML config to train from."),
     target: str = typer.Option(..., "--target", help="The target model (a name of the run or registry)."),
     surrogates: Optional[str] = typer.Option(None, "--surrogates", help="Comma-separated candidate surrogates "
-                                             "(default: the config's)."),
-    eps: Optional[str] = typer.Option(None, "--eps", help="Comma-separated budgets (default: the config's)."),
+                                             "(default: the config's or the run's)."),
+    eps: Optional[str] = typer.Option(None, "--eps", help="Comma-separated budgets > 0 (default: the config's)."),
     data: Optional[str] = typer.Option(None, "--data", help="Dataset path (with a config)."),
-    points: int = typer.Option(300, "--points", min=1, help="Test points to predict on (with a config)."),
-    repetition: int = typer.Option(0, "--repetition", min=0, help="Repetition of the run to audit."),
+    points: Optional[int] = typer.Option(None, "--points", help="Test points to predict on (with a config; "
+                                         "default 300)."),
+    repetition: int = typer.Option(0, "--repetition", help="Repetition of the run to audit."),
 ) -> None:
     """Predict, without attacking, how well each surrogate's attacks transfer to a target (S, R, V and the
     linearised transfer rate, Eq. 16), ranked; beside a run's measured rates when given a run folder."""
     import math
 
-    from transferlab.audit import agreement, audit_config, audit_run
+    from transferlab.audit import agreement, audit_config, audit_run, check_budgets, check_names
 
-    budgets = [float(e) for e in eps.split(",")] if eps else None
+    # every option checked here, before a model is loaded or trained (the audit functions check the rest)
+    budgets = check_budgets(eps, "--eps") if eps is not None else None
+    names = check_names(surrogates, "--surrogates")
     if (Path(source) / "store.sqlite").is_file():
-        rows = audit_run(source, target, repetition=repetition, eps=budgets)
+        if data is not None:
+            raise ConfigError("--data goes with a config; a run folder is audited on the data it was run on")
+        if points is not None:
+            raise ConfigError("--points goes with a config; a run folder is audited on its own attacked points")
+        rows = audit_run(source, target, repetition=repetition, eps=budgets, surrogates=names)
     else:
         from transferlab.experiments.config import load_config
 
         cfg = load_config(source, data_path=data)
-        names = surrogates.split(",") if surrogates else None
-        from transferlab.models import MODELS
-
-        for name in [target, *(names or [])]:
-            if name not in MODELS:
-                raise TransferlabError(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
-        rows = audit_config(cfg, target, names, n_points=points, repetition=repetition, eps=budgets)
+        rows = audit_config(cfg, target, names, n_points=300 if points is None else points, repetition=repetition,
+                            eps=budgets)
     table = Table("surrogate", "ε", "S", "R", "V", "predicted", "rank", "measured")
     fmt = lambda v: "" if not math.isfinite(v) else f"{v:.3g}"  # noqa: E731
     for row in sorted(rows, key=lambda r: (r.budget, r.rank)):

@@ -50,29 +50,57 @@ def steepest_direction(grad: torch.Tensor, p: float, movable: torch.Tensor | Non
     return direction.reshape(grad.shape)
 
 
-#: the least value of each numeric solver setting of the attacks (strict: must exceed it)
-SETTING_MINIMUM: dict[str, tuple[float, bool]] = {
-    "max_iter": (1, False), "steps": (1, False), "grid": (1, False), "bisection": (0, False),
-    "warm_grid": (0, False), "features_per_step": (1, False), "tol": (0, False), "step_size": (0, True),
-    "decay": (0, False), "seed": (0, False),
+def uniform_start(x: torch.Tensor, x0: torch.Tensor, eps: float, seed: int, domain: Intersection) -> torch.Tensor:
+    """A random start inside Φ(x0): x plus noise drawn uniformly in the ℓ∞ ball of radius ε (a seeded CPU
+    generator, so the draw is the same on every device), projected onto the domain."""
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    noise = (torch.rand(x.shape, generator=generator, dtype=x.dtype) * 2 - 1).to(x.device) * eps
+    return domain.project(x + noise, x0)
+
+
+#: the range of each numeric setting of the attacks (evasion and poisoning): (least, least excluded, most). The
+#: upper bounds keep what a small config can make us allocate bounded (a line search holds ``grid`` candidates of
+#: the whole batch at once)
+SETTINGS: dict[str, tuple[float, bool, float]] = {
+    "max_iter": (1, False, 10**7), "steps": (1, False, 10**7), "grid": (1, False, 64), "bisection": (0, False, 64),
+    "warm_grid": (0, False, 64), "features_per_step": (1, False, 10**7), "tol": (0, False, np.inf),
+    "step_size": (0, True, np.inf), "decay": (0, False, np.inf), "seed": (0, False, 2**63 - 1),
+    "n_points": (1, False, 10**7), "max_passes": (1, False, 10**6), "max_steps": (1, False, 10**7),
+    "step": (0, True, np.inf),
 }
 
 
+def shown(value: Any) -> str:
+    """``repr(value)`` cut to 40 characters, for messages (a 400-digit number stays readable)."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def check_settings(attack: Any) -> None:
-    """Every numeric setting of an attack has the right type and lies in its range (a setting that silently
-    disables the attack, such as ``max_iter: 0`` or ``tol: nan``, is an error naming it)."""
+    """Every numeric setting of an attack (a dataclass) has the right type and lies in its range of
+    :data:`SETTINGS` (a setting that silently disables the attack, such as ``max_iter: 0`` or ``tol: nan``, is an
+    error naming it), and every true/false setting is a bool (``random_start: 1`` is refused, not read as true).
+    A setting whose type allows None (``step: float | None``) may be None."""
     import dataclasses
 
     for f in dataclasses.fields(attack):
-        if f.name not in SETTING_MINIMUM:
-            continue
         value = getattr(attack, f.name)
-        least, strict = SETTING_MINIMUM[f.name]
-        whole = f.type in ("int", int)
+        kind = str(f.type)
+        if kind in ("bool", "<class 'bool'>"):
+            if not isinstance(value, bool):
+                raise ConfigError(f"{f.name} must be true or false, got {shown(value)}")
+            continue
+        if f.name not in SETTINGS or (value is None and "None" in kind):
+            continue
+        least, strict, most = SETTINGS[f.name]
+        whole = kind in ("int", "<class 'int'>")
         if isinstance(value, bool) or not isinstance(value, (int, float)) or (whole and not isinstance(value, int)):
-            raise ConfigError(f"{f.name} must be {'a whole number' if whole else 'a number'}, got {value!r}")
-        if not np.isfinite(value) or value < least or (strict and value == least):
-            raise ConfigError(f"{f.name} must be {'>' if strict else '>='} {least:g}, got {value!r}")
+            raise ConfigError(f"{f.name} must be {'a whole number' if whole else 'a number'}, got {shown(value)}")
+        if (isinstance(value, float) and not np.isfinite(value)) or value < least or (strict and value == least) \
+                or value > most:
+            bound = f" and <= {most:,}" if np.isfinite(most) else ""
+            raise ConfigError(f"{f.name} must be {'a whole number' if whole else 'a finite number'} "
+                              f"{'>' if strict else '>='} {least:g}{bound}, got {shown(value)}")
 
 
 @dataclass
@@ -98,9 +126,10 @@ class EvasionAttack:
 
     def __post_init__(self) -> None:
         self.p = parse_norm(self.norm)
-        if isinstance(self.eps, bool) or not isinstance(self.eps, (int, float)) or not np.isfinite(self.eps) \
-                or self.eps < 0:
-            raise ConfigError(f"eps must be a finite number >= 0, got {self.eps!r}; the budget cannot be negative")
+        if isinstance(self.eps, bool) or not isinstance(self.eps, (int, float)) or not self.eps >= 0 \
+                or self.eps > 1e300:
+            raise ConfigError(f"eps must be a finite number >= 0, got {shown(self.eps)}; the budget cannot be "
+                              "negative")
         check_settings(self)
         self.result_: AttackResult | None = None
 

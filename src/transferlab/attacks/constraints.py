@@ -22,7 +22,8 @@ every box-like piece, x0 ∈ [L, U]):
 - Quantize(levels): crafted points are moved onto the data's grid {0, 1/levels, ..., 1} (8-bit images: 255) once
   the attack ends (:meth:`Intersection.quantize`): each coordinate is rounded to the nearest level, and a row that
   rounding pushes out of the ball is rounded towards x0 instead, which can only shrink every |x − x0|, so the point
-  stays inside Φ(x0) (x0 itself lies on the grid).
+  stays inside Φ(x0). A coordinate of x0 off the grid (data finer than the grid) with no grid value between x0_i
+  and x_i keeps x0_i.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ import torch
 from transferlab.errors import ConfigError
 
 BISECTION_STEPS = 64
+#: a coordinate of x0 within this fraction of a grid step (times max(1, its value in steps)) of a grid value counts
+#: as on the grid: twice float32's relative precision, so data stored as float32 multiples of 1/levels are on it
+GRID_TOL = 2.0 ** -22
 
 
 def lp_norm(delta: torch.Tensor, p: float) -> torch.Tensor:
@@ -268,19 +272,29 @@ class Intersection(Constraint):
         return torch.where(keep.reshape(z.shape), rounded, x0b)
 
     def quantize(self, x: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
-        """x on the grid of multiples of 1/levels and still inside Φ(x0) (x0 on the grid; x inside Φ(x0)).
+        """x on the grid of multiples of 1/levels and still inside Φ(x0) (x inside Φ(x0)).
 
         Nearest rounding first; rows that it pushes out of Φ(x0) are rounded towards x0 instead, coordinate by
-        coordinate, which never increases |x_i − x0_i| and keeps x_i between x0_i and its feasible value: inside
-        every ball, box, feature-addition and mask constraint. Without a Quantize piece, x is returned as it is."""
+        coordinate: each x_i becomes the grid value nearest to x_i among those between x0_i and x_i, or stays at
+        x0_i when none lies between them (x0_i off the grid, e.g. 8-bit data on a coarser grid such as
+        ``quantize: 3``). That never increases |x_i − x0_i| and keeps x_i between x0_i and its feasible value:
+        inside every ball, box, feature-addition and mask constraint. Where x0 lies on the grid (up to float
+        rounding) every coordinate ends on the grid. Without a Quantize piece, x is returned as it is."""
         if self.levels is None:
             return x
         q = float(self.levels)
         nearest = torch.round(x * q) / q
-        x0_grid = torch.round(x0 * q) / q
-        delta = (x - x0_grid) * q
-        toward = x0_grid + torch.where(delta >= 0, torch.floor(delta + 1e-9), torch.ceil(delta - 1e-9)) / q
         inside = self.contains(nearest, x0, tol=1e-9)
+        a = x0 * q
+        on_grid = (a - torch.round(a)).abs() <= GRID_TOL * a.abs().clamp_min(1.0)
+        x0_grid = torch.round(a) / q
+        delta = (x - x0_grid) * q
+        steps = torch.where(delta >= 0, torch.floor(delta + 1e-9), torch.ceil(delta - 1e-9))
+        toward_on = torch.where(steps == 0, x0, x0_grid + steps / q)  # no whole step towards x: x0 itself
+        up = x >= x0
+        candidate = torch.where(up, torch.floor(x * q + 1e-9), torch.ceil(x * q - 1e-9)) / q
+        between = torch.where(up, candidate >= x0, candidate <= x0)
+        toward = torch.where(on_grid, toward_on, torch.where(between, candidate, x0))
         return torch.where(inside.reshape(-1, *([1] * (x.dim() - 1))), nearest, toward)
 
     def contains(self, x: torch.Tensor, x0: torch.Tensor, tol: float = 1e-6) -> torch.Tensor:

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from transferlab.attacks.base import check_settings
 from transferlab.attacks.poisoning_gradients import Family, family_for, signed
 from transferlab.errors import ConfigError, DataError
 from transferlab.models.base import Classifier, check_X, check_y
@@ -81,8 +82,12 @@ class Poisoning:
     result_: PoisoningResult | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if self.n_points < 1:
-            raise ConfigError(f"n_points must be at least 1, got {self.n_points}")
+        """Every setting checked here, once, before any work (the config builds the attack once to report them)."""
+        check_settings(self)  # n_points, max_passes, max_iter, step, grid, tol, seed, max_steps: types and ranges
+        for name in ("lb", "ub"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+                raise ConfigError(f"{name} must be a finite number, got {value!r}")
         if not self.lb < self.ub:
             raise ConfigError(f"the box needs lb < ub, got [{self.lb}, {self.ub}]")
         if self.mode not in ("sequential", "batch"):

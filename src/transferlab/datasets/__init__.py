@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from transferlab.datasets.dataset import Dataset, Split, split
+from transferlab.datasets.dataset import ColumnNames, Dataset, Split, split
 from transferlab.datasets.drebin import load_drebin_csv, load_drebin_folder
 from transferlab.datasets.lfw import download_lfw, load_lfw
 from transferlab.datasets.mnist import download_mnist, read_idx, read_mnist_folder, write_idx
@@ -24,7 +24,7 @@ DATASETS: dict[str, str] = {
     "mnist89": "MNIST digits 8 (class 0) vs 9 (class 1), pixels/255; embedded 1,000 images, or full with path=DIR",
     "mnist": "MNIST restricted to digits=(a, b, ...), needs path=DIR (the IDX files or mnist.npz)",
     "npz": "your npz file: path=FILE holding arrays X (n, d) and y (n,)",
-    "csv": "your CSV file with a header: path=FILE, label_column=NAME_OR_INDEX (default: last column)",
+    "csv": "your CSV file with a header: path=FILE, label_column=NAME or INDEX 0..N-1 (default: last column)",
     "breast-cancer": "scikit-learn's breast cancer data, 569 points, 30 features min-max scaled to [0, 1]",
     "digits": "scikit-learn's 8x8 digits, 1,797 points, 10 classes, pixels scaled to [0, 1]",
     "svmlight": "your svmlight/libsvm file: path=FILE, n_features=D (default: the largest index seen); kept sparse",
@@ -82,10 +82,10 @@ def _load(name: str, **options: Any) -> Dataset:
         if name == "drebin-csv":
             keys = ("label_column", "malware_label", "benign_label")
             return load_drebin_csv(path, **{k: options[k] for k in keys if k in options})
-        return load_csv(path, options.get("label_column", -1))
+        return load_csv(path, options.get("label_column"))
     return load_sklearn(name)
 
 
-__all__ = ["DATASETS", "Dataset", "Split", "load", "split", "download_mnist", "read_idx", "write_idx",
+__all__ = ["DATASETS", "ColumnNames", "Dataset", "Split", "load", "split", "download_mnist", "read_idx", "write_idx",
            "read_mnist_folder", "load_npz", "load_csv", "load_sklearn", "load_svmlight", "load_drebin_folder",
            "load_drebin_csv", "select_features", "load_lfw", "download_lfw"]

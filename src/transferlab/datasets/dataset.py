@@ -2,12 +2,89 @@
 
 from __future__ import annotations
 
+import operator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
 from transferlab.errors import DataError
+
+#: the most columns (features) a loader gives a dataset: 2**22 = 4,194,304, about 7.7 times the 545,334 features of
+#: the full DREBIN release. A file asking for more (an svmlight index of 3·10⁷, a CSV header that wide, a DREBIN
+#: release with more distinct features) is refused with a DataError naming the file and line, before anything sized
+#: by the number of features is made: every model holds at least one weight per feature. The loaders read it from
+#: this module when they run.
+MAX_FEATURES = 1 << 22
+#: the most bytes a loader spends on a dense float64 X (4 GiB): an npz holding small integers, or LFW faces with a
+#: large ``resize``, is refused before the array is made
+MAX_DENSE_BYTES = 1 << 32
+_INT32_MAX = int(np.iinfo(np.int32).max)
+
+
+def check_width(n_features: int, source: str, where: str = "") -> None:
+    """Refuse ``n_features`` columns beyond :data:`MAX_FEATURES`; ``where`` (e.g. ``", line 7"``) locates the
+    cause in ``source``."""
+    if n_features > MAX_FEATURES:
+        raise DataError(f"{source}{where}: {n_features:,} features, more than the {MAX_FEATURES:,} transferlab "
+                        "reads (MAX_FEATURES); the file is corrupt, or keep fewer features")
+
+
+def int32_indexed(X: Any) -> Any:
+    """``X`` with 32-bit ``indices`` and ``indptr`` when it is a CSR/CSC matrix whose non-zeros and shape fit
+    (scikit-learn's liblinear and libsvm solvers accept no other); anything else is returned as it is. The data
+    array is shared, never copied."""
+    if not sp.issparse(X) or X.format not in ("csr", "csc"):
+        return X
+    if X.indices.dtype == np.int32 and X.indptr.dtype == np.int32:
+        return X
+    if X.nnz > _INT32_MAX or max(X.shape) > _INT32_MAX:
+        return X
+    kind = sp.csr_matrix if X.format == "csr" else sp.csc_matrix
+    return kind((X.data, X.indices.astype(np.int32), X.indptr.astype(np.int32)), shape=X.shape, copy=False)
+
+
+class ColumnNames(Sequence):
+    """The names ``f0, f1, ..., f{n-1}`` of columns that have none of their own (an svmlight file's), made one at
+    a time when asked for: a width of a million costs nothing. Equal to the list of the same names."""
+
+    __slots__ = ("n", "prefix")
+
+    def __init__(self, n: int, prefix: str = "f") -> None:
+        self.n, self.prefix = int(n), prefix
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return [f"{self.prefix}{j}" for j in range(*index.indices(self.n))]
+        j = operator.index(index)
+        if j < 0:
+            j += self.n
+        if not 0 <= j < self.n:
+            raise IndexError(f"column {index} out of range for {self.n} columns")
+        return f"{self.prefix}{j}"
+
+    def __iter__(self) -> Iterator[str]:
+        return (f"{self.prefix}{j}" for j in range(self.n))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, ColumnNames):
+            return self.n == other.n and (self.n == 0 or self.prefix == other.prefix)
+        if isinstance(other, Sequence) and not isinstance(other, str):
+            return len(other) == self.n and all(a == b for a, b in zip(self, other))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # equal to lists, which are not hashable
+
+    def __repr__(self) -> str:
+        return f"ColumnNames({self.n}, prefix={self.prefix!r})"
+
+    def __reduce__(self) -> tuple:
+        return (ColumnNames, (self.n, self.prefix))
 
 
 @dataclass
@@ -23,7 +100,8 @@ class Dataset:
     is_test : optional bool ndarray marking points of an official test set (MNIST's t10k); :func:`split` draws the
         test part from them and the training parts from the others.
     image_shape : (height, width) when rows are flattened images, for convolutional models and figures.
-    feature_names : optional name of each column of X (e.g. DREBIN's ``permission::android.permission.SEND_SMS``).
+    feature_names : optional name of each column of X (e.g. DREBIN's ``permission::android.permission.SEND_SMS``);
+        a list, or a :class:`ColumnNames` (``f0 .. f{d-1}``, made when asked for) where the data name none.
     row_names : optional name of each row (e.g. the SHA-256 of the Android app it describes).
     description : optional one-line account of where the data came from and what was done to it.
     """
@@ -40,6 +118,7 @@ class Dataset:
 
     def __post_init__(self) -> None:
         self.y = np.asarray(self.y)
+        self.X = int32_indexed(self.X)  # a CSR/CSC matrix is kept in the index type scikit-learn's solvers take
         if self.y.size and self.y.dtype.kind not in "iu":
             raise DataError(f"dataset {self.name!r}: labels must be integers 0..C-1, got dtype {self.y.dtype}; "
                             "encode the classes first")
@@ -148,6 +227,22 @@ def _stratified_take(y: np.ndarray, size: int, seed: int) -> np.ndarray:
     return rng.permutation(np.concatenate(picked))
 
 
+def _check_training_parts(dataset: Dataset, parts: dict[str, np.ndarray], sizes: dict[str, int]) -> None:
+    """Every class of ``dataset`` must have a point in the target and the surrogate part (both train models).
+
+    The per-class counts of a stratified draw depend only on the class sizes and the part sizes, never on the seed,
+    so checking one repetition checks them all."""
+    present, counts = np.unique(dataset.y, return_counts=True)
+    for part in ("target", "surrogate"):
+        missing = np.setdiff1d(present, dataset.y[parts[part]])
+        if missing.size:
+            label = int(missing[0])
+            name = dataset.classes[label] if label < len(dataset.classes) else label
+            raise DataError(f"dataset {dataset.name!r}: class {str(name)!r} has {int(counts[present == label][0])} "
+                            f"of the {len(dataset)} points, too few to put one in the {part} part (split.n_{part}="
+                            f"{sizes['n_' + part]}); give more data of that class or larger split sizes")
+
+
 def split(
     dataset: Dataset,
     n_target: int,
@@ -194,6 +289,7 @@ def split(
         taken = remaining[_stratified_take(dataset.y[remaining], size, _seed(rng_seed, i))]
         parts[part] = taken
         remaining = np.setdiff1d(remaining, taken, assume_unique=True)
+    _check_training_parts(dataset, parts, sizes)
     subsets = {k: dataset.subset(np.sort(v)) for k, v in parts.items()}
     return Split(
         target=subsets["target"],

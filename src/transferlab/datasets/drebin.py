@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from transferlab.datasets.dataset import Dataset
+from transferlab.datasets import dataset as limits
+from transferlab.datasets.dataset import Dataset, int32_indexed
 from transferlab.datasets.tabular import read_csv_rows
 from transferlab.errors import DataError
 
@@ -107,7 +108,9 @@ def load_drebin_folder(path: str | os.PathLike, name: str = "drebin") -> Dataset
 
     Rows are the apps sorted by file name (``row_names``); columns the distinct features sorted by name
     (``feature_names``), so the result does not depend on the order the file system lists the files. X is a
-    float64 CSR matrix of ones, built file by file: the whole set is never held dense.
+    float64 CSR matrix of ones with 32-bit indices, built file by file: the whole set is never held dense. A
+    release with more than :data:`~transferlab.datasets.dataset.MAX_FEATURES` distinct features is refused, naming
+    the app file that crossed the bound.
     """
     path = Path(path)
     features, family_csv = _find_release(path)
@@ -129,6 +132,10 @@ def load_drebin_folder(path: str | os.PathLike, name: str = "drebin") -> Dataset
         lines.discard("")
         indices.extend([add(feature, len(vocabulary)) for feature in lines])
         indptr.append(len(indices))
+        if len(vocabulary) > limits.MAX_FEATURES:
+            raise DataError(f"{file}: with this app the release holds more than {limits.MAX_FEATURES:,} distinct "
+                            "features, more than transferlab reads (MAX_FEATURES); it is not the DREBIN release, "
+                            "or keep fewer feature kinds")
 
     names = list(vocabulary)
     _check_feature_lines(names, indices, indptr, features, apps)
@@ -140,6 +147,7 @@ def load_drebin_folder(path: str | os.PathLike, name: str = "drebin") -> Dataset
     X = sp.csr_matrix((np.ones(column.size), column, np.frombuffer(indptr, dtype=np.int64)),
                       shape=(len(apps), len(names)))
     X.sort_indices()
+    X = int32_indexed(X)  # 32-bit indices, as scikit-learn's liblinear and libsvm solvers take
 
     is_malware = np.fromiter((app.lower() in families for app in apps), dtype=bool, count=len(apps))
     n_malware = int(is_malware.sum())
@@ -181,29 +189,45 @@ def load_drebin_csv(
 ) -> Dataset:
     """A DREBIN-215-style CSV: a header, binary (0/1) feature columns and a class column, as a sparse dataset.
 
-    ``label_column`` is the class column's name or index; its cells are ``malware_label`` (label 1) or
+    ``label_column`` is the class column's name or index (0..N-1); its cells are ``malware_label`` (label 1) or
     ``benign_label`` (label 0). A cell holding ``?`` is missing: its row is dropped, and ``description`` says how
-    many were. Any other value that is not 0 or 1 is a :class:`DataError` naming its line and column.
+    many were. Any other value that is not 0 or 1 is a :class:`DataError` naming its line and column. The file is
+    read a row at a time into one byte per cell.
     """
     path = Path(path)
-    header, body, label_index = read_csv_rows(path, label_column)
-    cells = np.array(body, dtype=str)
-    labels = np.char.strip(cells[:, label_index])
+    header, label_index, rows = read_csv_rows(path, label_column)
     feature_index = np.array([i for i in range(len(header)) if i != label_index], dtype=np.intp)
-    values = cells[:, feature_index]
-    del cells
-    X, missing = _binary_values(values, path, header, feature_index)
+    codes = bytearray()  # b"0", b"1" or b"?" per feature cell, row after row
+    labels: list[str] = []
+    lines = array("q")
+    last = label_index == len(header) - 1
+    for line, row in rows:
+        cells = row[:-1] if last else row[:label_index] + row[label_index + 1:]
+        if _PLAIN.issuperset(cells):
+            codes += "".join(cells).encode("ascii")
+        else:
+            codes += _binary_row(cells, path, line, header, feature_index)
+        labels.append(row[label_index].strip())
+        lines.append(line)
+    if not labels:
+        raise DataError(f"{path} needs a header row and at least one data row")
+    values = (np.frombuffer(codes, dtype=np.uint8) if codes else np.zeros(0, np.uint8)).reshape(
+        len(labels), feature_index.size)
+    X = (values == ord("1")).view(np.uint8)
+    missing = (values == ord("?")).any(axis=1)
     del values
-    missing |= labels == "?"
+    classes = np.array(labels, dtype=object)
+    missing |= classes == "?"
 
     keep = ~missing
-    labels = labels[keep]
-    is_malware, is_benign = labels == malware_label, labels == benign_label
+    classes = classes[keep]
+    is_malware, is_benign = classes == malware_label, classes == benign_label
+    is_malware, is_benign = is_malware.astype(bool), is_benign.astype(bool)
     unknown = ~(is_malware | is_benign)
     if unknown.any():
         first = int(np.flatnonzero(unknown)[0])
-        line = int(np.flatnonzero(keep)[first]) + 2
-        raise DataError(f"{path}, line {line}: class label {str(labels[first])!r} is neither the malware label "
+        line = lines[int(np.flatnonzero(keep)[first])]
+        raise DataError(f"{path}, line {line}: class label {str(classes[first])!r} is neither the malware label "
                         f"{malware_label!r} nor the benign label {benign_label!r}; set malware_label= and "
                         "benign_label= to the labels your file uses")
     n_malware, n = int(is_malware.sum()), int(keep.sum())
@@ -213,7 +237,7 @@ def load_drebin_csv(
     if n_malware in (0, n):
         raise DataError(f"{path}: all {n} complete rows are {'malware' if n_malware else 'benign'}: a single "
                         f"class; check malware_label={malware_label!r} and benign_label={benign_label!r}")
-    X = sp.csr_matrix(X[keep], dtype=np.float64)
+    X = int32_indexed(sp.csr_matrix(X[keep], dtype=np.float64))
     n_dropped = int(missing.sum())
     description = (f"DREBIN CSV at {path}: {n} apps ({n_malware} malware), {X.shape[1]} features"
                    + (f"; {n_dropped} rows with missing ('?') cells dropped" if n_dropped else ""))
@@ -221,26 +245,26 @@ def load_drebin_csv(
                    feature_names=[header[i] for i in feature_index], description=description)
 
 
-def _binary_values(
-    values: np.ndarray, path: Path, header: list[str], feature_index: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """The 0/1 cells of ``values`` (strings) as a uint8 array, and a bool array marking the rows holding a ``?``.
+#: the cells of a DREBIN CSV taken as they are; any other cell is parsed by :func:`_binary_row`
+_PLAIN = frozenset(("0", "1", "?"))
 
-    ``"0"``, ``"1"`` and ``"?"`` are matched with numpy; only the other cells (e.g. ``" 1"``, ``"1.0"``) are parsed
-    one by one, and any value that is not 0, 1 or ``?`` is a :class:`DataError` naming its line and column.
-    """
-    ones, missing = values == "1", values == "?"
-    for r, c in np.argwhere(~(ones | missing | (values == "0"))):
-        cell = str(values[r, c]).strip()
+
+def _binary_row(cells: list[str], path: Path, line: int, header: list[str], feature_index: np.ndarray) -> bytes:
+    """The feature cells of one row as ``b"0"``, ``b"1"`` or ``b"?"`` each: ``"0"``, ``"1"`` and ``"?"`` as they
+    are, other cells stripped and parsed (e.g. ``" 1"``, ``"1.0"``); any value that is not 0, 1 or ``?`` is a
+    :class:`DataError` naming its line and column."""
+    out = bytearray()
+    for c, raw in enumerate(cells):
+        cell = raw if raw in _PLAIN else raw.strip()
+        if cell in _PLAIN:
+            out += cell.encode("ascii")
+            continue
         try:
-            number = float(cell) if cell != "?" else None
+            number = float(cell)
         except ValueError:
             number = float("nan")
-        if number is None:
-            missing[r, c] = True
-        elif number in (0.0, 1.0):
-            ones[r, c] = number == 1.0
-        else:
-            raise DataError(f"{path}, line {r + 2}, column {header[feature_index[c]]!r}: {cell!r} is not 0, 1 or "
+        if number not in (0.0, 1.0):
+            raise DataError(f"{path}, line {line}, column {header[feature_index[c]]!r}: {cell!r} is not 0, 1 or "
                             "'?' (missing); fix that cell or drop the column")
-    return ones.view(np.uint8), missing.any(axis=1)
+        out += b"1" if number == 1.0 else b"0"
+    return bytes(out)

@@ -21,11 +21,13 @@ from __future__ import annotations
 import difflib
 import operator
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from transferlab.datasets import dataset as limits
 from transferlab.datasets.dataset import Dataset
 from transferlab.errors import DataError
 
@@ -37,6 +39,14 @@ DEFAULT_CROP = (70, 195, 78, 172)
 DEFAULT_RESIZE = 0.5
 #: the frame of an LFW image, the crop used for ``crop=None`` (as scikit-learn's ``slice_=None``)
 FULL_FRAME = (0, 250, 0, 250)
+#: the most pixels an image may have (4096×4096): its size is read from the file's header and checked before it is
+#: decoded, so a decompression bomb (a small JPEG declaring 12,000×12,000 pixels) costs nothing. LFW's are 250×250.
+MAX_IMAGE_PIXELS = 1 << 24
+#: the most pixels a face may have after crop and resize (512×512, twice the side of LFW's 250×250 frame): a large
+#: ``resize`` upscales every face into a huge row, refused before any image is read
+MAX_FACE_PIXELS = 1 << 18
+#: the fewest images a class may have: the target and the surrogate each train on one of them
+MIN_IMAGES_PER_CLASS = 2
 _HINT = "point path at a folder holding lfw/, lfw_funneled/ or lfw-deepfunneled/ (or scikit-learn's lfw_home/)"
 
 
@@ -100,22 +110,34 @@ def _normalise_crop(crop: Any) -> tuple[int, int, int, int]:
 
 
 def _output_size(crop: tuple[int, int, int, int], resize: Any) -> tuple[int, int, float | None]:
+    """The (height, width) of a face after ``crop`` and ``resize``, and the ratio (None: no resize); a face of more
+    than :data:`MAX_FACE_PIXELS` is refused."""
     top, bottom, left, right = crop
     h, w = bottom - top, right - left
-    if resize is None:
-        return h, w, None
-    try:
-        if isinstance(resize, bool):
-            raise TypeError
-        ratio = float(resize)
-    except (TypeError, ValueError):
-        raise DataError(f"resize must be a positive number (e.g. 0.5) or None; got {resize!r}") from None
-    if not np.isfinite(ratio) or ratio <= 0:
-        raise DataError(f"resize must be a positive number (e.g. 0.5) or None; got {resize!r}")
-    h, w = int(ratio * h), int(ratio * w)  # as scikit-learn: truncated
-    if h < 1 or w < 1:
-        raise DataError(f"resize={resize} shrinks the {bottom - top}×{right - left} crop to nothing; use a larger "
-                        "resize or crop")
+    ratio = None
+    if resize is not None:
+        try:
+            if isinstance(resize, bool):
+                raise TypeError
+            ratio = float(resize)
+        except (TypeError, ValueError):
+            raise DataError(f"resize must be a positive number (e.g. 0.5) or None; got {resize!r}") from None
+        if not np.isfinite(ratio) or ratio <= 0:
+            raise DataError(f"resize must be a positive number (e.g. 0.5) or None; got {resize!r}")
+        high, wide = ratio * h, ratio * w
+        if high >= 1e9 or wide >= 1e9 or int(high) * int(wide) > MAX_FACE_PIXELS:
+            raise DataError(f"resize={resize} (dataset.options.resize) makes each face {int(high):,}×"
+                            f"{int(wide):,} pixels, more than the {MAX_FACE_PIXELS:,} (512×512) a face may have; "
+                            f"the crop is {h}×{w}, so use a resize of at most {np.sqrt(MAX_FACE_PIXELS / (h * w)):.3g}"
+                            " (0.5 gives scikit-learn's 62×47)")
+        h, w = int(ratio * h), int(ratio * w)  # as scikit-learn: truncated
+        if h < 1 or w < 1:
+            raise DataError(f"resize={resize} shrinks the {bottom - top}×{right - left} crop to nothing; use a "
+                            "larger resize or crop")
+    elif h * w > MAX_FACE_PIXELS:
+        raise DataError(f"crop={crop} (dataset.options.crop) with no resize makes each face {h:,}×{w:,} pixels, "
+                        f"more than the {MAX_FACE_PIXELS:,} (512×512) a face may have; LFW images are 250×250: "
+                        "choose a crop inside them, or a resize below 1")
     return h, w, ratio
 
 
@@ -124,17 +146,38 @@ def read_faces(files: list[Path], crop: tuple[int, int, int, int] = DEFAULT_CROP
     """The grey faces of ``files`` as rows of one preallocated float64 array ``(n, h * w)`` and ``(h, w)``.
 
     One image is decoded at a time (memory: the output plus one image). A file Pillow cannot decode, a truncated
-    one, or one smaller than the crop raises a :class:`DataError` naming it.
+    one, one smaller than the crop, or one whose header declares more than :data:`MAX_IMAGE_PIXELS` (checked before
+    decoding) raises a :class:`DataError` naming it; so does an output beyond
+    :data:`~transferlab.datasets.dataset.MAX_DENSE_BYTES`, before any image is read. Images are decoded at full
+    size: the crop is in pixels of the full image and the values must equal scikit-learn's, which a reduced JPEG
+    decoding (Pillow's ``draft``) would change.
     """
     from PIL import Image
 
     crop = _normalise_crop(crop)
     h, w, ratio = _output_size(crop, resize)
     top, bottom, left, right = crop
+    size = len(files) * h * w * 8
+    if size > limits.MAX_DENSE_BYTES:
+        raise DataError(f"{len(files):,} faces of {h}×{w} pixels would take {size:,} bytes, more than the "
+                        f"{limits.MAX_DENSE_BYTES:,} transferlab spends on a dense X; use a smaller resize "
+                        "(dataset.options.resize) or crop, or fewer people")
     X = np.empty((len(files), h * w), dtype=np.float64)
     for i, file in enumerate(files):
         try:
-            with Image.open(file) as img:
+            with warnings.catch_warnings():
+                # Pillow warns on huge images while opening (and raises beyond twice its own limit): ours is lower
+                # and checked just below, before decoding
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                img = Image.open(file)
+        except Image.DecompressionBombError:
+            raise DataError(_too_many_pixels(file, None)) from None
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise DataError(f"{file} is not a readable JPEG image ({exc}); extract or download LFW again") from None
+        try:
+            with img:
+                if img.size[0] * img.size[1] > MAX_IMAGE_PIXELS:  # from the header: nothing is decoded yet
+                    raise DataError(_too_many_pixels(file, img.size))
                 if img.size[0] < right or img.size[1] < bottom:
                     raise DataError(f"{file} is {img.size[0]}×{img.size[1]} pixels, smaller than the crop "
                                     f"(top, bottom, left, right) = {crop}; choose a crop that fits")
@@ -153,6 +196,12 @@ def read_faces(files: list[Path], crop: tuple[int, int, int, int] = DEFAULT_CROP
     return X, (h, w)
 
 
+def _too_many_pixels(file: Path, size: tuple[int, int] | None) -> str:
+    shown = f"is {size[0]:,}×{size[1]:,} pixels" if size else "declares more pixels than Pillow decodes"
+    return (f"{file} {shown}, more than the {MAX_IMAGE_PIXELS:,} transferlab decodes (a decompression bomb, or "
+            "not an LFW image: LFW's are 250×250); remove it or point path at LFW")
+
+
 def _people_arg(people: Any) -> tuple[str, ...]:
     if isinstance(people, str):
         people = (people,)
@@ -166,6 +215,14 @@ def _people_arg(people: Any) -> tuple[str, ...]:
     if len(people) == 2 and people[0] == people[1]:
         raise DataError(f"people names {people[0]!r} twice: fewer than two classes; give two different people")
     return people
+
+
+def _too_few(person: str, count: int, people: dict[str, list[str]], folder: Path) -> str:
+    enough = sorted((p for p in people if len(people[p]) >= MIN_IMAGES_PER_CLASS), key=lambda p: (-len(people[p]), p))
+    hint = f", e.g. {', '.join(enough[:3])}" if enough else ""
+    return (f"{person} (in people, dataset.options.people) has {count} image in {folder}: a class needs at least "
+            f"{MIN_IMAGES_PER_CLASS}, as the target and the surrogate each train on one; name a person with more "
+            f"images{hint}")
 
 
 def _unknown(person: str, people: dict[str, list[str]], folder: Path) -> DataError:
@@ -195,6 +252,9 @@ def load_lfw(path: str | os.PathLike, people: Any, min_faces: int | None = None,
         default (70, 195, 78, 172); None keeps the whole image.
 
     Rows are sorted by ``row_names`` (``"<Person>/<file>.jpg"``); only the images used are read, into one array.
+    Each class needs at least :data:`MIN_IMAGES_PER_CLASS` images (the target and the surrogate each train on one);
+    fewer is an error naming the ``people`` option, raised before any image is read, as are a face larger than
+    :data:`MAX_FACE_PIXELS` and an output larger than :data:`~transferlab.datasets.dataset.MAX_DENSE_BYTES`.
     """
     names = _people_arg(people)
     if min_faces is not None and (isinstance(min_faces, bool) or not isinstance(min_faces, (int, np.integer))
@@ -210,7 +270,9 @@ def load_lfw(path: str | os.PathLike, people: Any, min_faces: int | None = None,
             raise _unknown(person, known, folder)
         if len(known[person]) < least:
             raise DataError(f"{person} has {len(known[person])} images in {folder}, fewer than min_faces={least}; "
-                            "lower min_faces")
+                            "lower min_faces (dataset.options.min_faces)")
+        if len(known[person]) < MIN_IMAGES_PER_CLASS:
+            raise DataError(_too_few(person, len(known[person]), known, folder))
     if len(names) == 2:
         members = {names[0]: 0, names[1]: 1}
         classes = list(names)
@@ -221,10 +283,15 @@ def load_lfw(path: str | os.PathLike, people: Any, min_faces: int | None = None,
         if not others:
             raise DataError(f"fewer than two classes: no one but {names[0]} has at least min_faces={least} images "
                             f"in {folder}; lower min_faces or name two people")
+        n_other = sum(len(known[p]) for p in others)
+        if n_other < MIN_IMAGES_PER_CLASS:
+            raise DataError(f"class 'other' (everyone but {names[0]} with at least min_faces={least} images) has "
+                            f"{n_other} image in {folder}: a class needs at least {MIN_IMAGES_PER_CLASS}, as the "
+                            "target and the surrogate each train on one; add people to the folder or name two "
+                            "people (dataset.options.people)")
         members = {p: 0 for p in others}
         members[names[0]] = 1
         classes = ["other", names[0]]
-        n_other = sum(len(known[p]) for p in others)
         task = (f"{names[0]} (class 1, {len(known[names[0]])} images) vs {len(others)} other people with at least "
                 f"{least} images (class 0 'other', {n_other} images)")
     rows = sorted(f"{p}/{f}" for p in members for f in known[p])

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from transferlab.datasets import dataset as limits
 from transferlab.datasets.dataset import Dataset
 from transferlab.errors import DataError
 
@@ -183,9 +184,15 @@ def mnist_digits(digits: tuple[int, ...], path: str | os.PathLike | None = None)
     if absent:
         raise DataError(f"{path}: the data hold no image of digit(s) {absent}; choose other digits or fix the path")
     keep = np.isin(labels, digits)
+    n_kept = int(keep.sum())
+    if n_kept * int(np.prod(images.shape[1:])) * 8 > limits.MAX_DENSE_BYTES:
+        raise DataError(f"{path}: {n_kept:,} images of digits {digits} would take more than the "
+                        f"{limits.MAX_DENSE_BYTES:,} bytes transferlab spends on a dense X (MNIST has 70,000 images in "
+                        "all); the files are not MNIST, or keep fewer digits")
     mapping = np.full(256, -1)
     mapping[list(digits)] = np.arange(len(digits))
-    X = images[keep].reshape(int(keep.sum()), -1).astype(np.float64) / 255.0
+    X = images[keep].reshape(n_kept, -1).astype(np.float64)
+    X /= 255.0
     y = mapping[labels[keep].astype(np.int64)]
     name = "mnist" + "".join(map(str, digits)) if len(digits) == 2 else "mnist"
     return Dataset(X, y, [str(d) for d in digits], name, None if is_test is None else is_test[keep], IMAGE_SHAPE)

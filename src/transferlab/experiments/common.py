@@ -19,8 +19,9 @@ from typing import Any, Callable
 import numpy as np
 
 from transferlab import datasets, models
+from transferlab.errors import ConfigError
 from transferlab.experiments.config import ExperimentConfig
-from transferlab.experiments.store import sha256_file
+from transferlab.experiments.store import run_path, sha256_file
 
 WHITE_BOX, TRANSFER = "white-box", "transfer"
 
@@ -180,22 +181,57 @@ def create_model(config: ExperimentConfig, name: str, repetition: int, draw: int
     return model
 
 
+def trained_names(config: ExperimentConfig) -> list[str]:
+    """The registry models a run trains: targets, surrogates and ensemble members (not saved models), and the
+    sweep's MLP."""
+    names: list[str] = []
+    for name in [*config.targets, *config.surrogates, *(["nn_h"] if config.nn_sweep is not None else [])]:
+        for member in config.ensembles[name].members if name in config.ensembles else [name]:
+            if member not in config.saved_models and member not in names:
+                names.append(member)
+    return names
+
+
+def check_model_sizes(config: ExperimentConfig, n_features: int, n_classes: int) -> None:
+    """Every model the run trains, built with the config's overrides for data of ``n_features`` features and
+    ``n_classes`` classes, holds at most :data:`~transferlab.models.base.MAX_PARAMETERS` weights (the shapes are
+    computed without allocating): a 10⁶-unit layer is refused now, naming the model, not inside a cell."""
+    from transferlab.models.base import MAX_PARAMETERS, layout_size
+
+    for name in trained_names(config):
+        model = create_model(config, name, 0)
+        model.n_features_in_, model.n_classes_ = n_features, n_classes
+        size = min(layout_size(layout) for layout in model.state_layouts())
+        if size > MAX_PARAMETERS:
+            raise ConfigError(f"model_overrides.{name}: {name} on {n_features:,} features and {n_classes} classes "
+                              f"would hold {size:,} weights, more than the {MAX_PARAMETERS:,} transferlab trains; "
+                              "use smaller layers or select features")
+
+
 def save_model(model: models.Classifier, run_dir: Path, rel: str,
                extra: dict[str, Any] | None = None) -> dict[str, str]:
     """Save a fitted model under a temporary name and rename it into place; ``extra`` goes to ``extra.json`` in
     the same folder (e.g. a detector threshold). Returns {relative path: sha256} of the files written."""
-    final = run_dir / rel
-    tmp = final.with_name(final.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    final = run_path(run_dir, rel)  # inside the run folder, no link on the way: what is deleted below is ours
+    tmp = run_path(run_dir, f"{rel}.tmp{os.getpid()}")
+    _remove(tmp)
     models.save(model, tmp)
     names = ["spec.json", "weights.safetensors"]
     if extra is not None:
         (tmp / "extra.json").write_text(json.dumps(extra))
         names.append("extra.json")
-    shutil.rmtree(final, ignore_errors=True)
+    _remove(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     os.replace(tmp, final)
     return {f"{rel}/{name}": sha256_file(final / name) for name in names}
+
+
+def _remove(path: Path) -> None:
+    """Delete a file or folder of the run (``path`` comes from :func:`run_path`: inside the run folder, no link)."""
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
 
 
 def load_model(run_dir: Path, cell: Cell, device: str) -> models.Classifier:
@@ -214,9 +250,9 @@ def save_points(run_dir: Path, cell: Cell, image_shape: tuple[int, int] | None =
     if image_shape is not None:
         arrays["image_shape"] = np.asarray(image_shape, dtype=np.int64)
     rel = "points/" + cell.cell_id.removeprefix("craft/").replace("/", "_") + ".npz"
-    final = run_dir / rel
+    final = run_path(run_dir, rel)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(final.name + f".tmp{os.getpid()}.npz")
+    tmp = run_path(run_dir, f"{rel}.tmp{os.getpid()}.npz")
     np.savez_compressed(tmp, **arrays)
     os.replace(tmp, final)
     return {rel: sha256_file(final)}

@@ -20,7 +20,23 @@ from transferlab.errors import ConfigError
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Unknown fields are errors, and values are not coerced: ``true`` is not the number 1 nor a class name, and
+    ``"5"`` is not a count (a whole number is accepted where a real number is expected)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+#: what a model, ensemble, saved-model or experiment name may look like: a name, never a path (names become file and
+#: folder names inside the run folder)
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def check_name(name: Any, field: str) -> str:
+    """``name`` if it matches :data:`NAME_PATTERN` and holds no ``..``; otherwise a ConfigError naming ``field``."""
+    if not isinstance(name, str) or not NAME_PATTERN.match(name) or ".." in name:
+        raise ConfigError(f"{field}: {name!r} is not a valid name; use 1 to 64 letters, digits, '_', '.' or '-', "
+                          "starting with a letter or digit (a name is never a path: no '/', no '..')")
+    return name
 
 
 class DatasetConfig(Strict):
@@ -39,6 +55,10 @@ MAX_PART = 10_000_000
 MAX_REPETITIONS = 1_000
 MAX_BUDGETS = 200
 MAX_CONFIG_BYTES = 1 << 20
+#: most surrogates trained per data fraction for V (each one is a full training run)
+MAX_SURROGATE_DRAWS = 100
+#: finest quantisation grid (levels per unit)
+MAX_QUANTIZE = 1 << 20
 
 
 class SplitConfig(Strict):
@@ -77,7 +97,7 @@ class AttackConfig(Strict):
     binary: bool = False
     manipulable: Optional[list[str]] = Field(default=None, min_length=1)
     attack_class: Optional[Union[int, str]] = None
-    quantize: Optional[int] = Field(default=None, ge=1)
+    quantize: Optional[int] = Field(default=None, ge=1, le=MAX_QUANTIZE)
     double_init: list[str] = Field(default_factory=list)
     warm_start: bool = False
 
@@ -85,6 +105,13 @@ class AttackConfig(Strict):
     @classmethod
     def _norm_as_text(cls, value: Any) -> Any:
         return str(value).lower().replace("linf", "inf").replace("l", "") if value is not None else value
+
+    @field_validator("attack_class", mode="before")
+    @classmethod
+    def _class_name_or_label(cls, value: Any) -> Any:
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, str))):
+            raise ValueError(f"attack.attack_class: give a class name or a label number, got {value!r}")
+        return value
 
     @field_validator("eps")
     @classmethod
@@ -144,14 +171,22 @@ class VarianceConfig(Strict):
     """V (Eq. 19): the variance of the surrogate's loss over ``n_surrogates`` surrogates trained on resampled
     surrogate data (bootstrap draws at fraction 1, other random subsets at smaller fractions)."""
 
-    n_surrogates: int = Field(default=3, ge=2)
+    n_surrogates: int = Field(default=3, ge=2, le=MAX_SURROGATE_DRAWS)
 
 
 class SweepConfig(Strict):
     """The paper's Fig. 3: white-box error and S of the MLP target as its weight decay grows, at budget ``eps``."""
 
-    weight_decays: list[float] = Field(min_length=2)
-    eps: float = Field(default=0.3, gt=0)
+    weight_decays: list[float] = Field(min_length=2, max_length=MAX_BUDGETS)
+    eps: float = Field(default=0.3, gt=0, allow_inf_nan=False)
+
+    @field_validator("weight_decays")
+    @classmethod
+    def _decays_non_negative(cls, value: list[float]) -> list[float]:
+        for wd in value:
+            if not (math.isfinite(wd) and wd >= 0):
+                raise ValueError(f"nn_sweep.weight_decays: every weight decay must be a finite number >= 0, got {wd}")
+        return value
 
 
 class EnsembleConfig(Strict):
@@ -202,6 +237,7 @@ class ExperimentConfig(Strict):
     def _known_models(self) -> ExperimentConfig:
         from transferlab.models import MODELS
 
+        _check_names(self)
         for name in [*self.ensembles, *self.saved_models]:
             if name in MODELS:
                 raise ValueError(f"ensembles/saved_models: {name!r} is a registry model's name; choose another")
@@ -269,6 +305,23 @@ class ExperimentConfig(Strict):
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def _check_names(config: ExperimentConfig) -> None:
+    """Every name the config gives (they become file names in the run folder) against :data:`NAME_PATTERN`."""
+    check_name(config.name, "name")
+    for field_name in ("surrogates", "targets"):
+        for name in getattr(config, field_name):
+            check_name(name, field_name)
+    for ensemble, spec in config.ensembles.items():
+        check_name(ensemble, "ensembles")
+        for member in spec.members:
+            check_name(member, f"ensembles.{ensemble}.members")
+    for field_name in ("saved_models", "model_overrides"):
+        for name in getattr(config, field_name):
+            check_name(name, field_name)
+    for name in config.attack.double_init:
+        check_name(name, "attack.double_init")
+
+
 def _check_solver(config: "ExperimentConfig") -> None:
     """Build the configured attack once, so an unknown or out-of-range solver setting is reported now, naming
     ``attack.solver``, and not inside a cell after the training stage."""
@@ -299,7 +352,7 @@ def _format_validation_error(exc: ValidationError, source: str) -> str:
     first = exc.errors()[0]
     where = ".".join(str(p) for p in first["loc"]) or "(top level)"
     message = first["msg"].removeprefix("Value error, ")
-    named = re.match(r"^([a-z_]+(?:\.[a-z_]+)*): (.*)$", message)
+    named = re.match(r"^([a-z_]+(?:\.[A-Za-z0-9_-]+)*): (.*)$", message)
     if named and where in ("(top level)", named.group(1).split(".")[0]):
         where, message = named.group(1), named.group(2)
     more = f" (and {len(exc.errors()) - 1} more problem(s))" if len(exc.errors()) > 1 else ""
@@ -356,15 +409,43 @@ def load_config(preset_or_path: str, data_path: str | None = None, device: str |
     return parse_config(data, source)
 
 
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: Any, line: int, first: int) -> None:
+        super().__init__(f"key {key!r} on line {line} is given twice in the same mapping (first on line {first})")
+        self.key, self.line, self.first = key, line, first
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """The safe loader, refusing a key given twice in one mapping (PyYAML keeps the last one silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        self.flatten_mapping(node)
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: the base loader reports it
+                continue
+            if first is not None:
+                raise _DuplicateKey(key, key_node.start_mark.line + 1, first)
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
+
+
 def parse_yaml(text: str, source: str) -> Any:
     """YAML text as data, read with the safe loader. Anchors and aliases are refused: a few aliases can expand to
-    an exponentially large document (a "billion laughs" bomb), and configs do not need them."""
+    an exponentially large document (a "billion laughs" bomb), and configs do not need them. A key given twice in
+    one mapping is refused too (the YAML spec forbids it; PyYAML would keep the last value silently)."""
     if len(text) > MAX_CONFIG_BYTES:
         raise ConfigError(f"{source} is {len(text):,} characters; a config is at most {MAX_CONFIG_BYTES:,}")
     try:
         for event in yaml.parse(text, Loader=yaml.SafeLoader):
             if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
                 raise ConfigError(f"{source} uses a YAML anchor or alias (&, *); write the values out instead")
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_ConfigLoader)  # noqa: S506 (a subclass of the safe loader)
+    except _DuplicateKey as exc:
+        raise ConfigError(f"{source}: line {exc.line}: key {exc.key!r} is given twice in the same mapping (first on "
+                          f"line {exc.first}); keep one") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source} is not valid YAML: {str(exc).splitlines()[0]}") from None

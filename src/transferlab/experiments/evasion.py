@@ -26,9 +26,10 @@ import scipy.sparse as sp
 from transferlab import attacks, datasets, metrics, models
 from transferlab.attacks.constraints import dual_norm, parse_norm
 from transferlab.errors import ConfigError, DataError
-from transferlab.experiments.common import (TRANSFER, WHITE_BOX, Cell, cached, create_model, draws_of, load_dataset,
-                                            load_extra, load_model, load_split, load_surrogate, model_folder,
-                                            obtain_model, save_model, save_points, train_cells)
+from transferlab.experiments.common import (TRANSFER, WHITE_BOX, Cell, cached, check_model_sizes, create_model,
+                                            draws_of, load_dataset, load_extra, load_model, load_split,
+                                            load_surrogate, model_folder, obtain_model, save_model, save_points,
+                                            train_cells)
 from transferlab.experiments.config import ExperimentConfig
 
 
@@ -59,6 +60,7 @@ def check_data(config: ExperimentConfig) -> None:
         raise ConfigError(f"detector.fpr needs a two-class problem; {dataset.name!r} has {dataset.n_classes} classes")
     split = load_split(config, 0)
     manipulable(config, split.test)
+    check_model_sizes(config, split.test.X.shape[1], dataset.n_classes)
     for name, folder in config.saved_models.items():
         model = models.load(folder)
         if model.n_features_in_ != split.test.X.shape[1] or model.n_classes_ != dataset.n_classes:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import re
 import signal
 import threading
 import time
@@ -22,6 +23,22 @@ from transferlab.experiments.config import ExperimentConfig
 
 #: experiment kind -> the module with its ``plan``, ``check_data`` and ``run_cell``
 KINDS = {"evasion": evasion, "poisoning": poisoning}
+
+#: a Dask scheduler address: ``host:port`` or ``scheme://host:port`` (host a name, an IPv4 or a bracketed IPv6)
+SCHEDULER_ADDRESS = re.compile(r"^(?:(?P<scheme>tcp|tls|ws|wss|ucx)://)?"
+                               r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252}[A-Za-z0-9])?)"
+                               r":(?P<port>[0-9]{1,5})$")
+
+
+def check_scheduler(address: object) -> str:
+    """A Dask scheduler address checked for its form before anything connects or writes (e.g. ``tcp://host:8786``
+    or ``host:8786``); a ConfigError naming ``--scheduler`` otherwise."""
+    match = SCHEDULER_ADDRESS.match(address) if isinstance(address, str) else None
+    if match is None or not 1 <= int(match["port"]) <= 65535:
+        shown = repr(address) if len(repr(address)) <= 60 else repr(address)[:57] + "..."
+        raise ConfigError(f"--scheduler {shown} is not a Dask scheduler address; give host:port or "
+                          "tcp://host:port (port 1 to 65535), e.g. tcp://10.0.0.5:8786")
+    return address
 
 
 _MALLOC_TUNED = False

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from transferlab import metrics, models
-from transferlab.experiments.common import (TRANSFER, WHITE_BOX, Cell, create_model, load_dataset, load_split,
-                                            model_folder, save_model, save_points, train_cells)
+from transferlab.experiments.common import (TRANSFER, WHITE_BOX, Cell, check_model_sizes, create_model, load_dataset,
+                                            load_split, model_folder, save_model, save_points, train_cells)
 from transferlab.experiments.config import ExperimentConfig
 
 #: poisoning points at which S and R are computed (each needs an implicit gradient of surrogate and target)
@@ -35,8 +35,9 @@ def plan(config: ExperimentConfig) -> list[list[Cell]]:
 
 
 def check_data(config: ExperimentConfig) -> None:
-    """Poisoning takes dense binary problems; checked before any work starts."""
-    load_split(config, 0)
+    """Poisoning takes dense binary problems; checked before any work starts (with the sizes of the models)."""
+    split = load_split(config, 0)
+    check_model_sizes(config, split.test.X.shape[1], load_dataset(config).n_classes)
 
 
 def has_family(name: str) -> bool:
@@ -85,7 +86,7 @@ def craft(run_dir: Path, config: ExperimentConfig, cell: Cell):
     else:
         source_data, target_names, fraction = split.surrogate_subsample(cell.fraction), config.targets, cell.fraction
     solver = dict(config.attack.solver)
-    seed = config.seed * 100_003 + cell.repetition * 101
+    seed = (config.seed * 100_003 + cell.repetition * 101) % 2 ** 63  # an attack seed has 63 bits; small ones stay
     surrogate = create_model(config, cell.model, cell.repetition)
     attack = Poisoning(surrogate=surrogate, n_points=n_points, lb=config.attack.lb, ub=config.attack.ub, seed=seed,
                        **solver)

@@ -22,8 +22,8 @@ import transferlab
 from transferlab.errors import ConfigError
 from transferlab.experiments.common import clear_cache, load_dataset
 from transferlab.experiments.config import ExperimentConfig
-from transferlab.experiments.executors import EXECUTORS, KINDS
-from transferlab.experiments.store import Store, sha256_file
+from transferlab.experiments.executors import EXECUTORS, KINDS, check_scheduler
+from transferlab.experiments.store import Store, check_run_folder, run_path, sha256_file
 
 
 def run_experiment(config: ExperimentConfig, out: str | os.PathLike, workers: int = 1, executor: str | None = None,
@@ -34,25 +34,31 @@ def run_experiment(config: ExperimentConfig, out: str | os.PathLike, workers: in
     ``executor``: ``inline`` (default for one worker), ``processes`` (default for several), or ``dask`` (with a
     ``scheduler`` address, or a local cluster). Results are the same whatever the executor and worker count.
     """
-    if workers < 1:
-        raise ConfigError(f"--workers must be at least 1, got {workers}")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"--workers must be a whole number >= 1, got {workers!r}")
     executor = executor or ("inline" if workers == 1 and scheduler is None else
                             "dask" if scheduler else "processes")
     if executor not in EXECUTORS:
         raise ConfigError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
-    run_dir = _prepare_folder(out)
+    if scheduler is not None:
+        if executor != "dask":
+            raise ConfigError(f"--scheduler goes with the dask executor, not {executor!r}; drop --executor or one of "
+                              "them")
+        check_scheduler(scheduler)
+    run_dir = _check_folder(out)
     clear_cache()
     kind = KINDS[config.kind]
     kind.check_data(config)  # load, split and check the data first: a data problem stops the run before any write
     fingerprint = data_fingerprint(load_dataset(config), config.saved_models)
     config_yaml = yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+    _make_folder(run_dir)
     with run_folder_lock(run_dir):
-        store = Store(run_dir / "store.sqlite")
+        store = Store(run_path(run_dir, "store.sqlite"))
         try:
             store.claim(config.identity_hash(), config_yaml, force, fingerprint)
-            tmp = run_dir / "config.yaml.tmp"
+            tmp = run_path(run_dir, "config.yaml.tmp")
             tmp.write_text(config_yaml)
-            os.replace(tmp, run_dir / "config.yaml")
+            os.replace(tmp, run_path(run_dir, "config.yaml"))
             done = store.done_cells(run_dir)
             stages = kind.plan(config)
             started = time.time()
@@ -82,27 +88,35 @@ def run_experiment(config: ExperimentConfig, out: str | os.PathLike, workers: in
 _WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS}
 
 
-def _prepare_folder(out: str | os.PathLike) -> Path:
-    """The run folder, created if needed; a path that is a file or cannot be written is a clear error."""
+def _check_folder(out: str | os.PathLike) -> Path:
+    """The run folder's path, checked without writing anything: not a file, and no symbolic link inside (a planted
+    link could make the run write or delete outside its folder)."""
     run_dir = Path(out).resolve()
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"--out {run_dir} is a file, not a folder; choose a folder for the run")
+    if run_dir.is_dir():
+        check_run_folder(run_dir)
+    return run_dir
+
+
+def _make_folder(run_dir: Path) -> None:
+    """Create the run folder if needed (once the config and the data are checked); one that cannot be written is a
+    clear error."""
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / f".write-test-{os.getpid()}"
+        probe = run_path(run_dir, f".write-test-{os.getpid()}")
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
         raise ConfigError(f"cannot write to the run folder {run_dir}: {exc.strerror or exc}; choose another --out") \
             from None
-    return run_dir
 
 
 @contextmanager
 def run_folder_lock(run_dir: Path) -> Iterator[None]:
     """One writer per run folder: an exclusive lock on ``.lock`` held while the run lasts. The operating system
     releases it when the process ends, even by kill -9, so a crashed run never blocks the next one."""
-    handle = open(run_dir / ".lock", "a+")
+    handle = open(run_path(run_dir, ".lock"), "a+")
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

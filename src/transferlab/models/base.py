@@ -4,11 +4,18 @@ Every classifier has ``fit(X, y) -> self``, ``decision_function(X) -> (n, n_clas
 differentiable, ``input_gradient(X, y, loss="margin")``: the gradient of the attacker's loss for every row in one
 batched autograd call. Binary classifiers return two score columns ``[0, f(x)]`` so that one margin loss serves all
 problems (for them it equals −y·f(x), the paper's binary margin).
+
+Each class also declares, from its own definition, what its parameters may hold (:class:`Param`, checked by
+:meth:`Classifier.check_params` before any training and when a saved model is loaded) and the tensors its fitted
+state is made of given ``n_features``, ``n_classes`` and its parameters (:meth:`Classifier.state_layouts`), so a
+saved model is checked against what its class says before anything is allocated.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import numpy as np
 import scipy.sparse as sp
@@ -18,8 +25,24 @@ from transferlab.errors import ConfigError, DataError
 from transferlab.models.losses import get_loss
 
 
-#: most matrix elements densified at once when scoring sparse rows
+#: most matrix elements densified at once when scoring sparse rows (and most values of one block of a dense
+#: gradient of sparse rows)
 SPARSE_BLOCK_ELEMENTS = 1 << 23
+#: most values (weights, support vectors, tree nodes...) a model may hold: 2**28, 1 GiB in float32. The paper's
+#: MLP on DREBIN's full 545,334 features has 1.1·10⁸.
+MAX_PARAMETERS = 1 << 28
+#: most input features a model may take (DREBIN has 545,334)
+MAX_FEATURES = 10_000_000
+#: most classes a model may score
+MAX_CLASSES = 100_000
+#: the largest index scikit-learn's sparse solvers (liblinear, libsvm) take: CSR indices are int32
+INT32_MAX = np.iinfo(np.int32).max
+
+#: a tensor's declared shape: ints are sizes fixed by the spec; a string names a size the file sets, the same
+#: string in two shapes being the same size (e.g. the number of support vectors "m")
+Shape = tuple[int | str, ...]
+#: a fitted state's tensors: name -> (shape, "float" or "int")
+Layout = dict[str, tuple[Shape, str]]
 
 
 class NotDifferentiableError(TypeError):
@@ -33,15 +56,101 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return device
 
 
+# ---- parameters --------------------------------------------------------------------------------------------------
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
+@dataclass(frozen=True)
+class Param:
+    """What one constructor parameter may hold.
+
+    kind : ``"real"`` (a finite number), ``"int"``, ``"ints"`` (a list or tuple of integers, each checked against
+        the bounds, with ``length`` entries), ``"device"`` (a torch device name such as ``"cpu"`` or ``"cuda:0"``).
+    low, high : inclusive bounds (``open_low``: ``low`` itself is excluded).
+    none : None is allowed too. also : further values allowed outside the bounds (``n_jobs=-1``).
+    """
+
+    kind: str
+    low: float | None = None
+    high: float | None = None
+    open_low: bool = False
+    none: bool = False
+    length: tuple[int, int] = (0, 64)
+    also: tuple[Any, ...] = ()
+
+    def describe(self) -> str:
+        what = {"real": "a finite number", "int": "an integer", "ints": "integers",
+                "device": "a torch device name ('cpu', 'cuda', 'cuda:0')"}[self.kind]
+        bounds = []
+        if self.low is not None:
+            bounds.append(f"{'>' if self.open_low else '>='} {self.low:g}")
+        if self.high is not None:
+            bounds.append(f"<= {self.high:g}")
+        if bounds:
+            what += " " + " and ".join(bounds)
+        if self.kind == "ints":
+            lo, hi = self.length
+            count = f"{lo}" if lo == hi else f"{lo} to {hi}"
+            what = f"a list of {count} {what}"
+        if self.also:
+            what += " or " + " or ".join(map(repr, self.also))
+        return f"None or {what}" if self.none else what
+
+    def accepts(self, value: Any) -> bool:
+        if value is None:
+            return self.none
+        if _is_real(value) and value in self.also:
+            return True
+        if self.kind == "device":
+            if not isinstance(value, (str, torch.device)):
+                return False
+            try:
+                torch.device(value)
+            except (RuntimeError, ValueError, TypeError):
+                return False
+            return True
+        if self.kind == "ints":
+            return (isinstance(value, (list, tuple)) and self.length[0] <= len(value) <= self.length[1]
+                    and all(is_int(v) and self._in_bounds(v) for v in value))
+        if self.kind == "int":
+            return is_int(value) and self._in_bounds(value)
+        return _is_real(value) and math.isfinite(value) and self._in_bounds(value)
+
+    def _in_bounds(self, value: float) -> bool:
+        if self.low is not None and (value <= self.low if self.open_low else value < self.low):
+            return False
+        return self.high is None or value <= self.high
+
+
+#: seeds of torch generators
+SEED = Param("int", 0, 2 ** 63 - 1)
+
+
+def as_tuple(value: Any) -> Any:
+    """A list, array or other sequence parameter as a tuple; anything else (a string, a number) as it is, for
+    :meth:`Classifier.check_params` to refuse."""
+    if isinstance(value, (list, tuple, range, np.ndarray)):
+        return tuple(value.tolist() if isinstance(value, np.ndarray) else value)
+    return value
+
+
 def check_X(X: Any, name: str = "X", allow_sparse: bool = False) -> Any:
-    """X as a 2-D float64 ndarray (or, with ``allow_sparse``, a scipy CSR matrix kept sparse), with a clear error
-    for NaN/inf or a wrong shape."""
+    """X as a 2-D float64 ndarray, with a clear error for NaN/inf or a wrong shape; or, with ``allow_sparse``,
+    a sparse X as a scipy CSR matrix, kept sparse, in canonical form (sorted, no duplicates) with int32 indices
+    and row pointers: the index type scikit-learn's liblinear and libsvm take."""
     if sp.issparse(X):
         if allow_sparse:
-            X = sp.csr_matrix(X, dtype=np.float64)
-            if not np.all(np.isfinite(X.data)):
-                raise DataError(f"{name} holds NaN or infinite values")
-            return X
+            return _check_csr(X, name)
         X = X.toarray()
     if isinstance(X, torch.Tensor):
         X = X.detach().cpu().numpy()
@@ -49,6 +158,25 @@ def check_X(X: Any, name: str = "X", allow_sparse: bool = False) -> Any:
     if X.ndim != 2:
         raise DataError(f"{name} must be 2-D (n_samples, n_features), got shape {X.shape}")
     if not np.all(np.isfinite(X)):
+        raise DataError(f"{name} holds NaN or infinite values")
+    return X
+
+
+def _check_csr(X: Any, name: str) -> sp.csr_matrix:
+    if X.ndim != 2:
+        raise DataError(f"{name} must be 2-D (n_samples, n_features), got shape {X.shape}")
+    X = sp.csr_matrix(X)  # shares the arrays of a CSR matrix (or array); converts other formats
+    if X.nnz > INT32_MAX or max(X.shape) > INT32_MAX:
+        raise DataError(f"{name} has shape {X.shape} and {X.nnz:,} stored values; scikit-learn's sparse solvers "
+                        f"index at most {INT32_MAX:,}: use fewer rows or select features")
+    if X.dtype != np.float64:
+        X = X.astype(np.float64)
+    if X.indices.dtype != np.int32 or X.indptr.dtype != np.int32:
+        X = sp.csr_matrix((X.data, X.indices.astype(np.int32), X.indptr.astype(np.int32)), shape=X.shape)
+    if not X.has_canonical_format:
+        X = X.copy()
+        X.sum_duplicates()
+    if not np.all(np.isfinite(X.data)):
         raise DataError(f"{name} holds NaN or infinite values")
     return X
 
@@ -64,6 +192,51 @@ def check_y(y: Any, n: int, n_classes: int | None = None) -> np.ndarray:
     return y.astype(np.int64)
 
 
+# ---- sparse rows in torch ----------------------------------------------------------------------------------------
+def sparse_tensor(X: sp.csr_matrix, dtype: torch.dtype, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Canonical CSR rows as a coalesced torch sparse COO tensor (its own index arrays: O(nnz) memory)."""
+    X = X.tocsr()
+    rows = np.repeat(np.arange(X.shape[0], dtype=np.int64), np.diff(X.indptr))
+    index = torch.from_numpy(np.vstack([rows, X.indices.astype(np.int64)]))
+    values = torch.from_numpy(np.asarray(X.data)).to(dtype)
+    return torch.sparse_coo_tensor(index, values, X.shape, is_coalesced=True,
+                                   check_invariants=False).to(device)
+
+
+class _SparseLinear(torch.autograd.Function):
+    """x Wᵀ + b for sparse rows x; the backward pass writes Wᵀ's gradient only at the columns the rows hold."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        return torch.sparse.mm(x, weight.T) + bias
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[None, torch.Tensor | None, torch.Tensor | None]:
+        x, weight = ctx.saved_tensors
+        grad_weight = grad_bias = None
+        if ctx.needs_input_grad[1]:
+            rows, cols = x.indices()
+            # dL/dW[:, j] = Σ_rows dL/dz[row] · x[row, j]: one column update per stored value
+            grad_weight = torch.zeros_like(weight).index_add_(1, cols, (grad[rows] * x.values()[:, None]).T)
+        if ctx.needs_input_grad[2]:
+            grad_bias = grad.sum(0)
+        return None, grad_weight, grad_bias
+
+
+def sparse_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """x Wᵀ + b of a torch sparse COO batch x (n, d) with W (k, d): differentiable in W and b, never densifies x."""
+    return _SparseLinear.apply(x, weight, bias)
+
+
+def layout_size(layout: Layout, sizes: dict[str, int] | None = None) -> int:
+    """The number of values of a layout's tensors (sizes the file sets count as ``sizes`` gives, else 1)."""
+    total = 0
+    for shape, _ in layout.values():
+        total += math.prod(d if isinstance(d, int) else (sizes or {}).get(d, 1) for d in shape)
+    return total
+
+
 class Classifier:
     """Base class: fitted attributes end in ``_``; subclasses implement ``_fit`` and ``scores``.
 
@@ -72,23 +245,46 @@ class Classifier:
     """
 
     differentiable = True
-    #: whether ``_fit`` takes a scipy CSR matrix as it is (scikit-learn's linear, kernel and forest models do);
-    #: other models get the rows densified
+    #: whether ``_fit`` takes a scipy CSR matrix as it is (scikit-learn's linear, kernel and forest models, the
+    #: MLP's sparse first layer); other models get the rows densified
     accepts_sparse = False
     #: dtype of the torch computation; scikit-learn models use float64 so scores match scikit-learn's exactly
     dtype: torch.dtype = torch.float64
+    #: what each constructor parameter may hold (merged along the class hierarchy by :meth:`param_rules`)
+    PARAMS: dict[str, Param] = {"device": Param("device"), "batch_size": Param("int", 1, INT32_MAX)}
 
     def __init__(self, device: str = "cpu", batch_size: int = 4096) -> None:
         self.device = device
         self.batch_size = batch_size
 
     # ---- parameters, in scikit-learn's style -------------------------------------------------------------
-    def get_params(self) -> dict[str, Any]:
-        """The constructor parameters (as scikit-learn's ``get_params``, used by ``list models`` and ``save``)."""
+    @classmethod
+    def param_names(cls) -> list[str]:
+        """The names of the constructor's parameters."""
         import inspect
 
-        names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
-        return {name: getattr(self, name) for name in names}
+        return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+
+    def get_params(self) -> dict[str, Any]:
+        """The constructor parameters (as scikit-learn's ``get_params``, used by ``list models`` and ``save``)."""
+        return {name: getattr(self, name) for name in self.param_names()}
+
+    @classmethod
+    def param_rules(cls) -> dict[str, Param]:
+        """What every constructor parameter may hold: the ``PARAMS`` tables of the class and its bases."""
+        rules: dict[str, Param] = {}
+        for klass in reversed(cls.__mro__):
+            rules.update(vars(klass).get("PARAMS", {}))
+        return rules
+
+    def check_params(self) -> None:
+        """Raise ConfigError naming the first parameter whose value its class does not allow (called before
+        training and when a saved model is loaded)."""
+        params = self.get_params()
+        for name, rule in self.param_rules().items():
+            if name in params and not rule.accepts(params[name]):
+                raise ConfigError(f"{type(self).__name__} parameter {name!r} must be {rule.describe()}, got "
+                                  f"{_short(params[name])}")
 
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
@@ -96,11 +292,15 @@ class Classifier:
 
     # ---- fitting -----------------------------------------------------------------------------------------
     def fit(self, X: Any, y: Any) -> Classifier:
+        self.check_params()
         X = check_X(X, allow_sparse=self.accepts_sparse)
         y = check_y(y, X.shape[0])
         classes = np.unique(y)
         if classes.size < 2 or not np.array_equal(classes, np.arange(classes.size)):
             raise DataError(f"training labels must cover 0..C-1 with C >= 2, got classes {classes.tolist()}")
+        if X.shape[1] > MAX_FEATURES or classes.size > MAX_CLASSES:  # what transferlab.models.load takes back
+            raise DataError(f"X has {X.shape[1]:,} features and {classes.size:,} classes; a model takes at most "
+                            f"{MAX_FEATURES:,} features and {MAX_CLASSES:,} classes: select features")
         self.n_classes_ = int(classes.size)
         self.n_features_in_ = X.shape[1]
         self._fit(X, y)
@@ -122,6 +322,12 @@ class Classifier:
         """Differentiable decision scores (n, n_classes) of a tensor on ``torch_device`` with ``dtype``."""
         raise NotImplementedError
 
+    def affine_input(self) -> tuple[torch.Tensor, torch.Tensor, Callable[[torch.Tensor], torch.Tensor]] | None:
+        """``(W, b, tail)`` with ``scores(x) = tail(x Wᵀ + b)`` when the model's first step is affine in x (linear
+        models, the MLP's first layer): sparse rows then go through :func:`sparse_linear` and are never densified.
+        None for the other models, whose sparse rows are densified a bounded block at a time."""
+        return None
+
     def as_tensor(self, X: Any) -> torch.Tensor:
         """X (ndarray, tensor, or scipy sparse: densified) as a tensor on the model's device and dtype."""
         if isinstance(X, torch.Tensor):
@@ -137,15 +343,28 @@ class Classifier:
         if n is not None and (X.ndim != 2 or X.shape[1] != n):
             raise DataError(f"{type(self).__name__} was fitted on {n} features but X has shape {tuple(X.shape)}")
 
+    def _sparse_blocks(self, X: sp.csr_matrix, dense_rows: bool) -> list[slice]:
+        """Row blocks of sparse X: ``batch_size`` rows when they stay sparse; when a block becomes dense (densified
+        rows, or a dense gradient) at most :data:`SPARSE_BLOCK_ELEMENTS` values."""
+        rows = self.batch_size
+        if dense_rows:
+            rows = max(1, min(rows, SPARSE_BLOCK_ELEMENTS // max(1, X.shape[1])))
+        return [slice(i, i + rows) for i in range(0, X.shape[0], rows)]
+
     def decision_function(self, X: Any) -> np.ndarray:
-        """Scores of shape (n_samples, n_classes), as float64."""
+        """Scores of shape (n_samples, n_classes), as float64. Sparse X is never densified as a whole."""
         self._check_fitted()
         if sp.issparse(X):
-            # sparse rows are densified a block at a time (bounded memory), never the whole matrix
             X = check_X(X, allow_sparse=True)
             self.check_features(X)
-            rows = max(1, min(self.batch_size, SPARSE_BLOCK_ELEMENTS // max(1, X.shape[1])))
-            blocks = [self.decision_function(X[i:i + rows].toarray()) for i in range(0, X.shape[0], rows)]
+            affine = self.affine_input()
+            if affine is None:  # densified a bounded block of rows at a time
+                blocks = [self.decision_function(X[rows].toarray()) for rows in self._sparse_blocks(X, True)]
+            else:
+                weight, bias, tail = affine
+                with torch.no_grad():
+                    blocks = [tail(sparse_linear(sparse_tensor(X[rows], weight.dtype, weight.device), weight, bias))
+                              .double().cpu().numpy() for rows in self._sparse_blocks(X, False)]
             return np.vstack(blocks) if blocks else np.zeros((0, self.n_classes_))
         Xt = self.as_tensor(X)
         with torch.no_grad():
@@ -162,23 +381,58 @@ class Classifier:
         y = torch.as_tensor(check_y(y, scores.shape[0], self.n_classes_))
         return get_loss(loss)(scores, y).numpy()
 
+    def _require_gradient(self) -> None:
+        if not self.differentiable:
+            raise NotDifferentiableError(
+                f"{type(self).__name__} has no input gradient; craft attacks on a differentiable surrogate "
+                "(e.g. svm_rbf_h or nn_h) and transfer them")
+
     def input_gradient(self, X: Any, y: Any, loss: str = "margin") -> np.ndarray:
         """∇_x of the attacker's loss for every row of X, in one batched call; same shape as X.
 
         Rows are independent (scores of one row do not depend on the others), so the gradient of the summed
         loss is the per-row gradient.
+
+        For a sparse X the gradient is still a dense float64 array of X's shape (the gradients of these models
+        have no zeros to exploit: a linear model's combines rows of W, an MLP's is W₁ᵀ δ); it is computed a block of rows
+        at a time, so beyond the returned array memory holds one block of at most
+        :data:`SPARSE_BLOCK_ELEMENTS` values, and X is never densified as a whole. Attacks need gradients of the
+        rows they attack only: pass those rows (in batches, for very wide data) rather than a whole data set.
         """
         self._check_fitted()
+        self._require_gradient()
+        get_loss(loss)
+        if sp.issparse(X):
+            X = check_X(X, allow_sparse=True)
+            self.check_features(X)
+            y = check_y(y, X.shape[0], self.n_classes_)
+            out = np.empty(X.shape, dtype=np.float64)
+            for rows in self._sparse_blocks(X, True):
+                out[rows] = self._sparse_gradient(X[rows], y[rows], loss).double().cpu().numpy()
+            return out
         Xt = self.as_tensor(X)
         yt = torch.as_tensor(check_y(y, Xt.shape[0], self.n_classes_), device=self.torch_device)
         return self.input_gradient_tensor(Xt, yt, loss).double().cpu().numpy()
 
+    def _sparse_gradient(self, X: sp.csr_matrix, y: np.ndarray, loss: str) -> torch.Tensor:
+        """The dense input gradient of a block of sparse rows: through the affine first step when there is one
+        (∇ₓ = (∂L/∂z) W with z = x Wᵀ + b), else of the densified block."""
+        yt = torch.as_tensor(y, device=self.torch_device)
+        affine = self.affine_input()
+        if affine is None:
+            return self.input_gradient_tensor(self.as_tensor(X.toarray()), yt, loss)
+        weight, bias, tail = affine
+        with torch.no_grad():
+            z = sparse_linear(sparse_tensor(X, weight.dtype, weight.device), weight, bias)
+        z.requires_grad_(True)
+        with torch.enable_grad():
+            value = get_loss(loss)(tail(z), yt).sum()
+            (grad_z,) = torch.autograd.grad(value, z)
+        return grad_z @ weight
+
     def input_gradient_tensor(self, X: torch.Tensor, y: torch.Tensor, loss: str = "margin") -> torch.Tensor:
         """Torch version of :meth:`input_gradient` for attacks: tensors in, tensor out, on the model's device."""
-        if not self.differentiable:
-            raise NotDifferentiableError(
-                f"{type(self).__name__} has no input gradient; craft attacks on a differentiable surrogate "
-                "(e.g. svm_rbf_h or nn_h) and transfer them")
+        self._require_gradient()
         loss_fn = get_loss(loss)
         grads = []
         for i in range(0, X.shape[0], self.batch_size):
@@ -190,6 +444,16 @@ class Classifier:
         return torch.cat(grads) if grads else torch.zeros_like(X)
 
     # ---- persistence -------------------------------------------------------------------------------------
+    def state_layouts(self) -> list[Layout]:
+        """The tensors a fitted model of this class is saved as, given ``n_features_in_``, ``n_classes_`` and the
+        parameters: one layout per way the class can be saved. ``transferlab.models.load`` checks a file's
+        tensors against these before it reads them."""
+        raise NotImplementedError(f"{type(self).__name__} cannot be saved")
+
+    def check_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Check the values of tensors that match a layout (indices in range, structure), raising DataError;
+        the shapes, dtypes and finiteness are checked already."""
+
     def state_tensors(self) -> dict[str, torch.Tensor]:
         """Fitted state as named tensors (saved with safetensors, never pickled)."""
         raise NotImplementedError(f"{type(self).__name__} cannot be saved")

@@ -24,6 +24,9 @@ COMBINE = ("loss", "normalized")
 class Ensemble(Classifier):
     """A surrogate made of ``members`` (classifiers, fitted or not: :meth:`fit` fits each on the same data)."""
 
+    #: sparse data goes to the members as it is (each densifies it or not, as its class does)
+    accepts_sparse = True
+
     def __init__(self, members: Sequence[Classifier], combine: str = "loss", device: str = "cpu",
                  batch_size: int = 4096) -> None:
         super().__init__(device, batch_size)

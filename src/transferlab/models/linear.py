@@ -6,7 +6,7 @@ The torch side holds the fitted weights (it does not refit), so scores equal sci
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -14,7 +14,10 @@ from sklearn.linear_model import LogisticRegression, RidgeClassifier
 from sklearn.multiclass import OneVsRestClassifier
 from sklearn.svm import SVC
 
-from transferlab.models.base import Classifier
+from transferlab.models.base import Classifier, Layout, Param
+
+#: a penalty or regularisation strength
+POSITIVE = Param("real", 0, open_low=True)
 
 
 def binary_to_two_columns(coef: np.ndarray, intercept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -58,6 +61,12 @@ class LinearClassifier(Classifier):
     def scores(self, X: torch.Tensor) -> torch.Tensor:
         return X @ self.coef_.T + self.intercept_
 
+    def affine_input(self) -> tuple[torch.Tensor, torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+        return self.coef_, self.intercept_, lambda z: z
+
+    def state_layouts(self) -> list[Layout]:
+        return [{"coef": ((self.n_classes_, self.n_features_in_), "float"), "intercept": ((self.n_classes_,), "float")}]
+
     def state_tensors(self) -> dict[str, torch.Tensor]:
         return {"coef": self.coef_, "intercept": self.intercept_}
 
@@ -68,6 +77,8 @@ class LinearClassifier(Classifier):
 class LinearSVM(LinearClassifier):
     """Linear SVM (hinge loss, penalty C), trained by libsvm through scikit-learn's ``SVC(kernel="linear")``,
     as in the authors' secml; one-vs-rest for more than two classes."""
+
+    PARAMS = {"C": POSITIVE}
 
     def __init__(self, C: float = 1.0, device: str = "cpu", batch_size: int = 4096) -> None:
         super().__init__(device, batch_size)
@@ -82,6 +93,8 @@ class Logistic(LinearClassifier):
     """Logistic regression (penalty ½‖w‖² + C Σ log-loss, intercept not penalised), scikit-learn's lbfgs solver
     run to a tight tolerance so the fitted weights are a stationary point (poisoning differentiates through it)."""
 
+    PARAMS = {"C": POSITIVE, "max_iter": Param("int", 1)}
+
     def __init__(self, C: float = 1.0, max_iter: int = 10_000, device: str = "cpu", batch_size: int = 4096) -> None:
         super().__init__(device, batch_size)
         self.C = C
@@ -94,6 +107,8 @@ class Logistic(LinearClassifier):
 class Ridge(LinearClassifier):
     """Ridge classifier: least squares on labels in {−1, +1} with penalty α‖w‖², scikit-learn's
     ``RidgeClassifier`` (closed-form solver)."""
+
+    PARAMS = {"alpha": Param("real", 0)}
 
     def __init__(self, alpha: float = 1.0, device: str = "cpu", batch_size: int = 4096) -> None:
         super().__init__(device, batch_size)

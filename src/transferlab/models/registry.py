@@ -42,42 +42,63 @@ MODELS: dict[str, ModelSpec] = {
 }
 
 
+def shown(value: Any) -> str:
+    """``repr(value)`` cut to 40 characters, for messages (a 400-digit number stays readable)."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def create(name: str, **overrides: Any) -> Classifier:
     """A new, unfitted classifier from the registry, with ``overrides`` replacing the paper's parameters
-    (e.g. ``create("nn_h", epochs=5, device="cuda")``)."""
+    (e.g. ``create("nn_h", epochs=5, device="cuda")``); every override is checked first (:func:`check_overrides`)."""
     if name not in MODELS:
         raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(MODELS)} (see `transferlab list models`)")
     spec = MODELS[name]
+    if overrides:
+        check_overrides(name, overrides, where=f"model {name!r}")
     try:
         return spec.factory(**{**spec.params, **overrides})
     except TypeError as exc:
         raise ConfigError(f"model {name!r}: {exc}") from None
 
 
-def check_overrides(name: str, overrides: dict[str, Any]) -> None:
+def check_overrides(name: str, overrides: Any, where: str | None = None) -> None:
     """Overrides of a registry model's parameters, checked before any training: every key must be a parameter of
-    the model and every value of the parameter's kind (a number for a number, a list for a tuple, ...)."""
+    the model and every value one its class allows (the class's table of :class:`~transferlab.models.base.Param`
+    rules, :meth:`~transferlab.models.base.Classifier.param_rules`: ``C: -1``, ``C: null`` or ``n_estimators: 0``
+    are errors naming the parameter). ``where`` names them in messages (default: the config's
+    ``model_overrides.<name>``)."""
+    where = where or f"model_overrides.{name}"
     if not isinstance(overrides, dict):
-        raise ConfigError(f"model_overrides.{name}: give a mapping of parameters, e.g. {{epochs: 5}}")
-    model = create(name)
-    defaults = model.get_params()
+        raise ConfigError(f"{where}: give a mapping of parameters, e.g. {{epochs: 5}}")
+    if name not in MODELS:
+        raise ConfigError(f"model_overrides: unknown model {name!r}; choose one of {', '.join(MODELS)}")
+    spec = MODELS[name]
+    defaults = spec.factory(**spec.params).get_params()
+    rules = spec.factory.param_rules()
     for key, value in overrides.items():
         if key not in defaults:
-            raise ConfigError(f"model_overrides.{name}: {type(model).__name__} has no parameter {key!r}; it has "
+            raise ConfigError(f"{where}: {spec.factory.__name__} has no parameter {key!r}; it has "
                               f"{', '.join(defaults)}")
-        default = defaults[key]
-        number = isinstance(value, (int, float)) and not isinstance(value, bool)
-        ok = (value is None or isinstance(default, bool) and isinstance(value, bool)
-              or isinstance(default, (int, float)) and not isinstance(default, bool) and number
-              or isinstance(default, (tuple, list)) and isinstance(value, (tuple, list))
-              and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
-              or isinstance(default, str) and isinstance(value, str)
-              or default is None and (number or isinstance(value, str) or isinstance(value, (tuple, list))
-                                      and all(isinstance(v, int) and not isinstance(v, bool) for v in value)))
-        if not ok:
-            raise ConfigError(f"model_overrides.{name}.{key}: expected a value like {default!r}, got {value!r}")
-        if number and not np.isfinite(value):
-            raise ConfigError(f"model_overrides.{name}.{key}: must be a finite number, got {value!r}")
+        rule = rules.get(key)
+        if rule is not None:
+            problem = None if rule.accepts(value) else f"must be {rule.describe()}, got {shown(value)}"
+        else:
+            problem = _kind_problem(defaults[key], value)
+        if problem is not None:
+            raise ConfigError(f"{where}.{key}: {problem}")
+
+
+def _kind_problem(default: Any, value: Any) -> str | None:
+    """For a parameter its class gives no rule for: the value must be of the default's kind (a number for a number,
+    a list of integers for a tuple, text for text)."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    integers = isinstance(value, (tuple, list)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    ok = (isinstance(default, bool) and isinstance(value, bool)
+          or isinstance(default, (int, float)) and not isinstance(default, bool) and number and np.isfinite(value)
+          or isinstance(default, (tuple, list)) and integers
+          or isinstance(default, str) and isinstance(value, str))
+    return None if ok else f"expected a value like {default!r}, got {shown(value)}"
 
 
 def describe(name: str) -> dict[str, Any]:

@@ -5,43 +5,32 @@ from __future__ import annotations
 import base64
 import html
 import json
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import yaml
 
-from transferlab.errors import ConfigError
-from transferlab.experiments.store import Store
+from transferlab.errors import DataError
+from transferlab.experiments.store import run_path
 from transferlab.report import figures
 from transferlab.report.tables import (CORRELATION_COLUMNS, METRIC_COLUMNS, RESULT_COLUMNS, correlations, mean_by,
-                                       sort_rows, transfer_pairs, write_csv)
+                                       read_run, transfer_pairs, write_csv)
 
 
 def build_report(run_dir: str | Path) -> Path:
     """Write results.csv, metrics.csv, correlations.csv, figures/*.png and report.html into ``run_dir``."""
     run_dir = Path(run_dir)
-    store = Store(run_dir / "store.sqlite", create=False)
-    try:
-        if not store.table("cells"):
-            raise ConfigError(f"{run_dir} holds no finished cell yet; run (or resume) the experiment first — the "
-                              "outputs there are left as they are")
-        config = yaml.safe_load(store.meta("config_yaml") or "{}")
-        results = sort_rows(store.table("results"), ["setting", "repetition", "surrogate", "fraction", "target",
-                                                     "budget"])
-        metric_rows = sort_rows(store.table("metrics"), ["setting", "repetition", "surrogate", "fraction", "target"])
-        sweep = sort_rows(store.table("sweep"), ["repetition", "weight_decay"])
-        cells = store.table("cells")
-        versions = json.loads(store.meta("versions") or "{}")
-        last_run = json.loads(store.meta("last_run") or "{}")
-    finally:
-        store.close()
-    write_csv(run_dir / "results.csv", results, RESULT_COLUMNS)
-    write_csv(run_dir / "metrics.csv", metric_rows, METRIC_COLUMNS)
+    run = read_run(run_dir, need_cells=True)
+    config, results, metric_rows, sweep = run.config, run.results, run.metrics, run.sweep
+    cells, versions, last_run = run.cells, run.versions, run.last_run
+    write_csv(run_path(run_dir, "results.csv"), results, RESULT_COLUMNS)
+    write_csv(run_path(run_dir, "metrics.csv"), metric_rows, METRIC_COLUMNS)
     pairs = transfer_pairs(results, metric_rows)
     corr = correlations(pairs)
-    write_csv(run_dir / "correlations.csv", corr, CORRELATION_COLUMNS)
+    write_csv(run_path(run_dir, "correlations.csv"), corr, CORRELATION_COLUMNS)
 
-    fig_dir = run_dir / "figures"
+    fig_dir = run_path(run_dir, "figures")  # inside the run folder, not a link: the old figures deleted are ours
     fig_dir.mkdir(exist_ok=True)
     for old in fig_dir.glob("*.png"):
         old.unlink()
@@ -79,9 +68,9 @@ def build_report(run_dir: str | Path) -> Path:
                                                                                          "nn_weight_decay.png")))
     detection = detection_table(results, targets) if attacked is not None else []
     if detection:
-        write_csv(run_dir / "detection.csv", detection, list(detection[0]))
-    path = run_dir / "report.html"
-    tmp = path.with_suffix(".html.tmp")
+        write_csv(run_path(run_dir, "detection.csv"), detection, list(detection[0]))
+    path = run_path(run_dir, "report.html")
+    tmp = run_path(run_dir, "report.html.tmp")
     tmp.write_text(_html(config, versions, last_run, cells, corr, made, detection, (name, informative)))
     tmp.replace(path)
     return path
@@ -102,18 +91,27 @@ def _point_strip(run_dir: Path, config: dict, budgets: list[float], path: Path) 
     file = run_dir / "points" / f"{name}.npz"
     if not file.is_file():
         return None
-    with np.load(file, allow_pickle=False) as npz:
-        if "image_shape" not in npz:
-            return None
-        shape = tuple(int(v) for v in npz["image_shape"])
-        if poisoning:
-            rows = [("start (label flipped)", npz["X_start"][:STRIP_POINTS]),
-                    (f"poisoning point ({100 * max(budgets):g}%)", npz["X"][:STRIP_POINTS])]
-            title = f"Poisoning points crafted on {surrogate}: each starts from a training image whose label is flipped"
-        else:
-            rows = [("clean", npz["eps_0"][:STRIP_POINTS])]
-            rows += [(f"ε = {b:g}", npz[f"eps_{b:g}"][:STRIP_POINTS]) for b in budgets if f"eps_{b:g}" in npz][:5]
-            title = f"Clean and adversarial points crafted on {surrogate}"
+    try:
+        with np.load(file, allow_pickle=False) as npz:
+            if "image_shape" not in npz:
+                return None
+            shape = tuple(int(v) for v in npz["image_shape"])
+            if poisoning:
+                rows = [("start (label flipped)", npz["X_start"][:STRIP_POINTS]),
+                        (f"poisoning point ({100 * max(budgets):g}%)", npz["X"][:STRIP_POINTS])]
+                title = (f"Poisoning points crafted on {surrogate}: each starts from a training image whose label is "
+                         "flipped")
+            else:
+                rows = [("clean", npz["eps_0"][:STRIP_POINTS])]
+                rows += [(f"ε = {b:g}", npz[f"eps_{b:g}"][:STRIP_POINTS]) for b in budgets
+                         if f"eps_{b:g}" in npz][:5]
+                title = f"Clean and adversarial points crafted on {surrogate}"
+        if len(shape) != 2 or min(shape) < 1 or any(np.asarray(images).ndim != 2 or np.asarray(images).shape[1] !=
+                                                    shape[0] * shape[1] for _, images in rows):
+            raise ValueError("its points do not fit its image shape")
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{file} is not a points file of this run ({exc}); delete it and resume the run to craft it "
+                        "again") from None
     return title, figures.point_strip(rows, shape, path, title)
 
 

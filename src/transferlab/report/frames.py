@@ -10,11 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from transferlab.errors import ConfigError
-from transferlab.experiments.store import Store
-from transferlab.report.tables import (CORRELATION_COLUMNS, METRIC_COLUMNS, RESULT_COLUMNS, correlations, sort_rows,
+from transferlab.report.tables import (CORRELATION_COLUMNS, METRIC_COLUMNS, RESULT_COLUMNS, correlations, read_run,
                                        transfer_pairs)
 
 
@@ -33,19 +30,14 @@ class RunResults:
 
 
 def results(run_dir: str | Path) -> RunResults:
-    """Read a run folder's store into DataFrames (see :class:`RunResults`)."""
+    """Read a run folder's store into DataFrames (see :class:`RunResults`); a store whose values were edited (text
+    in a numeric column, a config that is not a mapping) is a :class:`~transferlab.errors.DataError`."""
     try:
         import pandas as pd
     except ImportError:
         raise ConfigError("transferlab.results needs pandas: pip install 'transferlab[pandas]'") from None
-    store = Store(Path(run_dir) / "store.sqlite", create=False)
-    try:
-        config = yaml.safe_load(store.meta("config_yaml") or "{}")
-        rows = sort_rows(store.table("results"), ["setting", "repetition", "surrogate", "fraction", "target", "budget"])
-        metric_rows = sort_rows(store.table("metrics"), ["setting", "repetition", "surrogate", "fraction", "target"])
-        sweep = sort_rows(store.table("sweep"), ["repetition", "weight_decay"])
-    finally:
-        store.close()
+    run = read_run(run_dir)  # an edited or damaged store is a DataError naming it
+    config, rows, metric_rows, sweep = run.config, run.results, run.metrics, run.sweep
     pairs = transfer_pairs(rows, metric_rows)
     frame = lambda data, columns: pd.DataFrame(data, columns=columns)  # noqa: E731
     return RunResults(
