@@ -1,6 +1,7 @@
 """Model files from elsewhere without pickle: .skops (trusted types, checked trees), .onnx (ONNX Runtime black boxes,
 networks converted to torch), and models.save / models.load of every wrapped model."""
 
+import re
 import copy
 import io
 import json
@@ -28,6 +29,11 @@ from transferlab.models.blackbox import BlackBoxClassifier
 from transferlab.models.external import load_external
 from transferlab.models.onnx_runtime import OnnxClassifier
 from transferlab.models.wrap import SklearnModel, WrappedModule
+
+
+def stable_id(estimator) -> str:
+    """A test id that is the same in every pytest-xdist worker (no memory addresses of lambdas)."""
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", str(estimator))[:40]
 
 sio = pytest.importorskip("skops.io")
 onnx = pytest.importorskip("onnx")
@@ -72,7 +78,7 @@ SKOPS = [RandomForestClassifier(5, random_state=0), GradientBoostingClassifier(n
          MLPClassifier((5,), max_iter=50, random_state=0)]
 
 
-@pytest.mark.parametrize("estimator", SKOPS, ids=lambda e: repr(e)[:40])
+@pytest.mark.parametrize("estimator", SKOPS, ids=stable_id)
 def test_skops_files_load_as_wrapped_models(tmp_path, estimator):
     X, y = data(3)
     est = copy.deepcopy(estimator).fit(X, y)

@@ -1,6 +1,7 @@
 """models.wrap of scikit-learn classifiers and pipelines: exact torch re-expressions (scores, predictions, gradients
 against central differences) and black-box targets."""
 
+import re
 import copy
 import warnings
 
@@ -28,6 +29,11 @@ from transferlab.errors import ConfigError, DataError
 from transferlab.models import NotDifferentiableError
 from transferlab.models.blackbox import BlackBoxClassifier
 from transferlab.models.wrap import SklearnModel
+
+
+def stable_id(estimator) -> str:
+    """A test id that is the same in every pytest-xdist worker (no memory addresses of lambdas)."""
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", str(estimator))[:40]
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
@@ -81,7 +87,7 @@ LINEAR = [LogisticRegression(), LogisticRegression(C=0.1, fit_intercept=False), 
 
 
 @pytest.mark.parametrize("n_classes", [2, 4])
-@pytest.mark.parametrize("estimator", LINEAR, ids=lambda e: repr(e)[:40])
+@pytest.mark.parametrize("estimator", LINEAR, ids=stable_id)
 def test_linear_classifiers_are_reexpressed_exactly(estimator, n_classes):
     est, X = fitted(estimator, n_classes)
     model = models.wrap(est)
@@ -97,7 +103,7 @@ SVCS = [SVC(), SVC(gamma="auto", C=3.0), SVC(kernel="linear", C=0.5), SVC(kernel
 
 
 @pytest.mark.parametrize("n_classes", [2, 4])
-@pytest.mark.parametrize("estimator", SVCS, ids=lambda e: repr(e))
+@pytest.mark.parametrize("estimator", SVCS, ids=stable_id)
 def test_svc_scores_and_one_vs_one_predictions(estimator, n_classes):
     est, X = fitted(estimator, n_classes)
     model = models.wrap(est)
@@ -215,7 +221,7 @@ def _lightgbm():
 
 
 @pytest.mark.parametrize("n_classes", [2, 3])
-@pytest.mark.parametrize("estimator", [*BLACK_BOXES, "lightgbm"], ids=lambda e: str(e)[:40])
+@pytest.mark.parametrize("estimator", [*BLACK_BOXES, "lightgbm"], ids=stable_id)
 def test_black_box_targets_are_scored_by_the_estimator(estimator, n_classes):
     est, X = fitted(_lightgbm() if estimator == "lightgbm" else copy.deepcopy(estimator), n_classes)
     model = models.wrap(est)
