@@ -4,11 +4,14 @@ from collections.abc import Mapping
 import numpy as np
 import pytest
 import torch
+from threadpoolctl import threadpool_limits
 
 from transferlab import datasets, models
 
 # pytest-xdist runs one process per core: one torch thread each avoids OpenMP threads spinning against each other
 torch.set_num_threads(1)
+# and one BLAS thread: OpenBLAS threads spinning against the other worker made scikit-learn's lbfgs ~5x slower
+threadpool_limits(1)
 
 
 @pytest.fixture(scope="session")

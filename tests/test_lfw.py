@@ -314,10 +314,11 @@ def test_cnn_shape_errors(pair):
         CNN(image_shape=(50, 37), **TINY).fit(pair.X, pair.y)
     with pytest.raises(ConfigError, match="at least 12×12"):
         CNN(image_shape=(62 * 47 // 11, 11), **TINY).fit(pair.X[:, : 62 * 47 // 11 * 11], pair.y)
-    with pytest.raises(ConfigError, match="image_shape must be"):
-        CNN(image_shape=(62,))
-    with pytest.raises(ConfigError, match="image_shape must be"):
-        CNN(image_shape=(0, 5))
+    # scikit-learn's convention: the constructor stores parameters, fit validates them
+    with pytest.raises(ConfigError, match="'image_shape' must be"):
+        CNN(image_shape=(62,), **TINY).fit(pair.X, pair.y)
+    with pytest.raises(ConfigError, match="'image_shape' must be"):
+        CNN(image_shape=(0, 5), **TINY).fit(pair.X, pair.y)
 
 
 #: scores of CNN(channels=(8, 8, 8), dense=16, epochs=2, batch_size_train=16, seed=3) fit on the conftest's

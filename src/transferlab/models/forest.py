@@ -5,15 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 from sklearn.ensemble import RandomForestClassifier
 
 from transferlab.errors import DataError
-from transferlab.models.base import SEED, Classifier, Layout, Param
+from transferlab.models.base import SEED, Estimator, Layout, Param
 
 
-class RandomForest(Classifier):
+class RandomForest(Estimator):
     """scikit-learn's random forest; ``max_depth=None`` grows trees fully. Not differentiable: attacks on it are
     crafted on a surrogate (``input_gradient`` raises :class:`NotDifferentiableError`).
 
@@ -54,13 +53,13 @@ class RandomForest(Classifier):
         self.roots_ = offsets[:-1]
 
     def decision_function(self, X: Any) -> np.ndarray:
-        """Mean over trees of the leaf class frequencies (equals scikit-learn's ``predict_proba``)."""
-        self._check_fitted()
-        if sp.issparse(X):  # densified a bounded block of rows at a time
-            return super().decision_function(X)
+        """Mean over trees of the leaf class frequencies (equals scikit-learn's ``predict_proba``); column k is
+        class ``classes_[k]``, also for two classes (their two frequencies)."""
+        return super().decision_function(X)
+
+    def _score_array(self, X: np.ndarray) -> np.ndarray:
         # scikit-learn compares float32 features with the thresholds; do the same so the splits agree exactly
-        X = np.asarray(X.detach().cpu() if isinstance(X, torch.Tensor) else X, dtype=np.float32)
-        self.check_features(X)
+        X = np.asarray(X, dtype=np.float32)
         node = np.broadcast_to(self.roots_, (X.shape[0], self.roots_.size)).copy()
         rows = np.arange(X.shape[0])[:, None]
         while True:
@@ -71,9 +70,12 @@ class RandomForest(Classifier):
             node = np.where(inner, np.where(go_left, self.left_[node], self.right_[node]), node)
         return self.value_[node].mean(axis=1)
 
+    def _score_tensor(self, X: torch.Tensor) -> np.ndarray:
+        return self._score_array(X.detach().cpu().numpy())
+
     def scores(self, X: torch.Tensor) -> torch.Tensor:
         """Class probabilities as a tensor (no gradient flows through a forest)."""
-        return torch.as_tensor(self.decision_function(X), dtype=X.dtype, device=X.device)
+        return torch.as_tensor(self._score_tensor(X), dtype=X.dtype, device=X.device)
 
     def state_layouts(self) -> list[Layout]:
         node = ("nodes",)

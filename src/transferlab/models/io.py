@@ -51,6 +51,11 @@ MAX_WEIGHTS_BYTES = 8 * MAX_PARAMETERS + 8 + MAX_HEADER_BYTES
 _DTYPES = {"F64": (np.dtype("<f8"), "float"), "F32": (np.dtype("<f4"), "float"),
            "I64": (np.dtype("<i8"), "int"), "I32": (np.dtype("<i4"), "int")}
 _SPEC_FIELDS = ("format", "class", "params", "n_classes", "n_features", "dtype")
+#: fields a spec may have besides those: ``classes``, the labels of a model fitted on labels other than 0..C−1
+#: (a spec without it, as every spec written before labels were kept, is a model of classes 0..C−1)
+_OPTIONAL_FIELDS = ("classes",)
+#: longest class label saved
+MAX_LABEL_CHARS = 1000
 _RESAVE = "save the model again with transferlab.models.save"
 
 
@@ -63,11 +68,15 @@ def save(model: Classifier, folder: str | os.PathLike) -> Path:
         return wrapped_io.save_wrapped(model, folder)
     model._check_fitted()
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    params = {k: list(v) if isinstance(v, tuple) else v for k, v in model.get_params().items()}
+    values = model.get_params(deep=False)
+    params = {k: _json_value(values[k]) for k in model.param_names()}  # the constructor's order
     spec = {"format": FORMAT, "class": type(model).__name__, "params": params,
             "n_classes": model.n_classes_, "n_features": model.n_features_in_,
             "dtype": str(model.dtype).removeprefix("torch.")}
+    classes = _classes_field(model)
+    if classes is not None:
+        spec["classes"] = classes
+    folder.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().cpu().contiguous() for k, v in model.state_tensors().items()},
               str(folder / "weights.safetensors"))
     (folder / "spec.json").write_text(json.dumps(spec, indent=2))
@@ -169,7 +178,7 @@ def _model_of_spec(spec: Any, path: Path, device: str) -> Classifier:
     if not isinstance(spec, dict) or spec.get("format") != FORMAT:
         raise DataError(f"{path} is not a transferlab model spec (no \"format\": \"{FORMAT}\"); {_RESAVE}")
     missing = [k for k in _SPEC_FIELDS if k not in spec]
-    unknown = [k for k in spec if k not in _SPEC_FIELDS]
+    unknown = [k for k in spec if k not in _SPEC_FIELDS + _OPTIONAL_FIELDS]
     if missing or unknown:
         raise bad(f"the spec {'lacks ' + ', '.join(missing) if missing else 'has unknown fields ' + ', '.join(unknown)}"
                   f" (a spec has {', '.join(_SPEC_FIELDS)})")
@@ -199,6 +208,7 @@ def _model_of_spec(spec: Any, path: Path, device: str) -> Classifier:
     except (ConfigError, TypeError, ValueError) as exc:
         raise bad(str(exc)) from None
     model.n_classes_, model.n_features_in_ = spec["n_classes"], spec["n_features"]
+    model.classes_ = _read_classes(spec.get("classes"), spec["n_classes"], bad)
     model.dtype = getattr(torch, spec["dtype"])
     try:
         layouts = model.state_layouts()
@@ -209,6 +219,58 @@ def _model_of_spec(spec: Any, path: Path, device: str) -> Classifier:
         raise bad(f"a {name} of {model.n_features_in_:,} features and {model.n_classes_} classes with these "
                   f"parameters holds {size:,} weights, more than the {MAX_PARAMETERS:,} transferlab loads")
     return model
+
+
+def _json_value(value: Any) -> Any:
+    """A parameter as JSON: tuples as lists, numpy scalars as Python numbers."""
+    if isinstance(value, (tuple, list)):
+        return [_json_value(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _classes_field(model: Classifier) -> list[Any] | None:
+    """The ``classes`` field of a model's spec: its labels when they are not 0..C−1 (then None: no field)."""
+    classes = np.asarray(getattr(model, "classes_", np.arange(model.n_classes_)))
+    if classes.dtype.kind in "iu" and np.array_equal(classes, np.arange(model.n_classes_)):
+        return None
+    labels = classes.tolist()
+    kinds = {_label_kind(v) for v in labels}
+    if len(kinds) != 1 or None in kinds:
+        raise ConfigError(f"{type(model).__name__} has classes_ {str(labels)[:60]}; a saved model's labels must be "
+                          "all integers, all numbers or all strings")
+    if kinds == {"str"} and max(map(len, labels)) > MAX_LABEL_CHARS:
+        raise ConfigError(f"{type(model).__name__} has a class label longer than {MAX_LABEL_CHARS} characters; "
+                          "use shorter labels to save it")
+    return labels
+
+
+def _label_kind(value: Any) -> str | None:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int"
+    if isinstance(value, float):
+        return "float" if math.isfinite(value) else None
+    return "str" if isinstance(value, str) else None
+
+
+def _read_classes(labels: Any, n_classes: int, bad: Any) -> np.ndarray:
+    """The labels of a spec's ``classes`` field (0..n_classes−1 without one): a list of n_classes distinct
+    integers, finite numbers, booleans or strings, sorted (as ``fit`` keeps them)."""
+    if labels is None:
+        return np.arange(n_classes)
+    if not isinstance(labels, list) or len(labels) != n_classes:
+        raise bad(f"classes must be a list of the model's {n_classes} class labels")
+    kinds = {_label_kind(v) for v in labels}
+    if len(kinds) != 1 or None in kinds or (kinds == {"str"} and max(map(len, labels)) > MAX_LABEL_CHARS):
+        raise bad(f"classes must be {n_classes} labels, all integers, all finite numbers, all booleans or all "
+                  f"strings of at most {MAX_LABEL_CHARS} characters")
+    classes = np.asarray(labels)
+    if classes.ndim != 1 or not np.all(classes[1:] > classes[:-1]):
+        raise bad("classes must be distinct labels in increasing order, as fit keeps them")
+    return classes
 
 
 # ---- weights.safetensors -----------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from sklearn.multiclass import OneVsRestClassifier
 from sklearn.svm import SVC
 
 from transferlab.errors import DataError
-from transferlab.models.base import Classifier, Layout, Param, sparse_tensor
+from transferlab.models.base import Estimator, Layout, sparse_tensor
 from transferlab.models.linear import POSITIVE
 
 
@@ -59,7 +59,7 @@ def kernel_parameters(estimator: Any) -> tuple[np.ndarray | sp.csr_matrix, np.nd
     return sv, alpha, np.r_[0.0, float(np.asarray(estimator.intercept_).reshape(-1)[0])]
 
 
-class KernelSVM(Classifier):
+class KernelSVM(Estimator):
     """SVM with RBF kernel exp(−γ‖x − x'‖²), penalty C; one-vs-rest for more than two classes.
 
     Fitted on sparse data, the support vectors stay sparse (a torch sparse tensor, saved as its indices and
@@ -97,6 +97,8 @@ class KernelSVM(Classifier):
             self.sv_sq_norms_ = (self.support_vectors_ ** 2).sum(1)
         self.n_features_in_ = self.support_vectors_.shape[1]
         self.n_classes_ = self.dual_coef_.shape[1]
+        if len(getattr(self, "classes_", ())) != self.n_classes_:  # parameters set by hand: classes 0..C−1
+            self.classes_ = np.arange(self.n_classes_)
 
     def kernel(self, X: torch.Tensor) -> torch.Tensor:
         """K(X, S) = exp(−γ‖x − s‖²) for all rows and support vectors (the squared distance is expanded and

@@ -14,7 +14,7 @@ from sklearn.linear_model import LogisticRegression, RidgeClassifier
 from sklearn.multiclass import OneVsRestClassifier
 from sklearn.svm import SVC
 
-from transferlab.models.base import Classifier, Layout, Param
+from transferlab.models.base import Estimator, Layout, Param
 
 #: a penalty or regularisation strength
 POSITIVE = Param("real", 0, open_low=True)
@@ -40,8 +40,9 @@ def linear_parameters(estimator: Any) -> tuple[np.ndarray, np.ndarray]:
     return binary_to_two_columns(coef.reshape(-1, coef.shape[-1]), intercept)
 
 
-class LinearClassifier(Classifier):
-    """Base of the scikit-learn-trained linear models; ``estimator_`` keeps the fitted scikit-learn object."""
+class LinearClassifier(Estimator):
+    """Base of the scikit-learn-trained linear models; ``estimator_`` keeps the fitted scikit-learn object (trained
+    on the label indices 0..C−1; ``classes_`` holds the labels)."""
 
     accepts_sparse = True
 
@@ -57,6 +58,8 @@ class LinearClassifier(Classifier):
         self.coef_ = torch.as_tensor(coef, dtype=self.dtype, device=self.torch_device)
         self.intercept_ = torch.as_tensor(intercept, dtype=self.dtype, device=self.torch_device)
         self.n_classes_, self.n_features_in_ = self.coef_.shape
+        if len(getattr(self, "classes_", ())) != self.n_classes_:  # weights set by hand: classes 0..C−1
+            self.classes_ = np.arange(self.n_classes_)
 
     def scores(self, X: torch.Tensor) -> torch.Tensor:
         return X @ self.coef_.T + self.intercept_
@@ -102,6 +105,10 @@ class Logistic(LinearClassifier):
 
     def _make_estimator(self, n_classes: int) -> Any:
         return LogisticRegression(C=self.C, solver="lbfgs", tol=1e-8, max_iter=self.max_iter)
+
+    def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
+        super()._fit(X, y)
+        self.n_iter_ = self.estimator_.n_iter_  # lbfgs iterations, as scikit-learn's estimators with max_iter report
 
 
 class Ridge(LinearClassifier):

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from transferlab.errors import ConfigError
-from transferlab.models.base import Classifier
+from transferlab.models.base import Estimator, as_tuple
 from transferlab.models.forest import RandomForest
 from transferlab.models.kernel import KernelSVM
 from transferlab.models.linear import LinearSVM, Logistic, Ridge
@@ -20,7 +20,7 @@ from transferlab.models.neural import CNN, MLP
 
 @dataclass(frozen=True)
 class ModelSpec:
-    factory: type[Classifier]
+    factory: type[Estimator]
     params: dict[str, Any] = field(default_factory=dict)
     description: str = ""
 
@@ -48,14 +48,18 @@ def shown(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def create(name: str, **overrides: Any) -> Classifier:
-    """A new, unfitted classifier from the registry, with ``overrides`` replacing the paper's parameters
-    (e.g. ``create("nn_h", epochs=5, device="cuda")``); every override is checked first (:func:`check_overrides`)."""
+def create(name: str, **overrides: Any) -> Estimator:
+    """A new, unfitted classifier from the registry (a scikit-learn estimator), with ``overrides`` replacing the
+    paper's parameters (e.g. ``create("nn_h", epochs=5, device="cuda")``); every override is checked first
+    (:func:`check_overrides`), and a list given for a parameter of integers (a config's ``hidden: [50, 50]``)
+    becomes a tuple, as the registry's own values are."""
     if name not in MODELS:
         raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(MODELS)} (see `transferlab list models`)")
     spec = MODELS[name]
     if overrides:
         check_overrides(name, overrides, where=f"model {name!r}")
+        rules = spec.factory.param_rules()
+        overrides = {k: as_tuple(v) if k in rules and rules[k].kind == "ints" else v for k, v in overrides.items()}
     try:
         return spec.factory(**{**spec.params, **overrides})
     except TypeError as exc:
@@ -74,12 +78,12 @@ def check_overrides(name: str, overrides: Any, where: str | None = None) -> None
     if name not in MODELS:
         raise ConfigError(f"model_overrides: unknown model {name!r}; choose one of {', '.join(MODELS)}")
     spec = MODELS[name]
-    defaults = spec.factory(**spec.params).get_params()
+    defaults = spec.factory(**spec.params).get_params(deep=False)
     rules = spec.factory.param_rules()
     for key, value in overrides.items():
         if key not in defaults:
             raise ConfigError(f"{where}: {spec.factory.__name__} has no parameter {key!r}; it has "
-                              f"{', '.join(defaults)}")
+                              f"{', '.join(spec.factory.param_names())}")
         rule = rules.get(key)
         if rule is not None:
             problem = None if rule.accepts(value) else f"must be {rule.describe()}, got {shown(value)}"
@@ -102,5 +106,8 @@ def _kind_problem(default: Any, value: Any) -> str | None:
 
 
 def describe(name: str) -> dict[str, Any]:
-    """All parameters of a registry model (paper values and defaults), for ``transferlab list models``."""
-    return create(name).get_params()
+    """All parameters of a registry model (paper values and defaults), for ``transferlab list models``, in the
+    constructor's order."""
+    model = create(name)
+    params = model.get_params(deep=False)
+    return {key: params[key] for key in model.param_names()}
