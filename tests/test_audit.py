@@ -46,8 +46,15 @@ def test_audit_ranks_surrogates_and_computes_s_r_v(parts):
     assert len({r.S for r in rows}) == 1  # S belongs to the target
     # the white-box "surrogate" (the target itself) is predicted at least as strong as any other
     assert all(r.rank == 1 for r in itself)
-    with pytest.raises(ConfigError, match="no input gradient"):
-        audit(models.create("rf_l").fit(parts.target.X, parts.target.y), {"x": same}, parts.test.X, parts.test.y, [1])
+    # a target without input gradient: S, R and the prediction undefined, with the note saying why; V still there
+    forest = models.create("rf_l", n_estimators=5).fit(parts.target.X, parts.target.y)
+    undefined = audit(forest, {"logistic_l": draws}, parts.test.X, parts.test.y, [1])
+    assert len(undefined) == 1 and np.isnan([undefined[0].S, undefined[0].R, undefined[0].predicted]).all()
+    assert undefined[0].V == pytest.approx(rows[0].V, rel=1e-12) and undefined[0].rank == 0
+    assert "no input gradient" in undefined[0].note and "S (Eq. 17)" in undefined[0].note
+    # a surrogate without one cannot be audited: it crafts along its gradient
+    with pytest.raises(ConfigError, match="surrogate 'x' .* has no input gradient"):
+        audit(target, {"x": forest}, parts.test.X, parts.test.y, [1])
 
 
 def test_audit_of_a_run_agrees_with_its_measured_transfer(tmp_path):

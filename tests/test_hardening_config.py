@@ -180,7 +180,6 @@ CLI_CATALOGUE = [
     ("a negative repetition", ["--repetition", "-1"], "--repetition -1 is out of range"),
     ("no test point", ["--points", "0"], "--points must be a whole number >= 1"),
     ("a forest as a surrogate", ["--surrogates", "rf_l"], "--surrogates: 'rf_l' has no input gradient"),
-    ("a forest as the target", ["--target", "rf_l"], "--target: 'rf_l' has no input gradient"),
     ("an unknown surrogate", ["--surrogates", "svm_x"], "--surrogates: unknown model 'svm_x'"),
     ("a surrogate named by a path", ["--surrogates", "../svm_l"], "--surrogates: '../svm_l' is not a valid name"),
     ("an empty surrogate", ["--surrogates", "svm_l,"], "--surrogates: '' is not a valid name"),
@@ -194,6 +193,14 @@ def test_catalogue_of_bad_audit_options(tmp_path, what, args, message):
     config = _write(tmp_path, {**TINY, "ensembles": {"pair": ["svm_l", "logistic_l"]}})
     options = {"--target": "logistic_l", **dict(zip(args[::2], args[1::2]))}
     _assert_one_line(_main("audit", str(config), *[f"{k}={v}" for k, v in options.items()]), message)
+
+
+def test_audit_of_a_forest_target_reports_undefined_gradients(tmp_path):
+    """A target without a gradient is audited, not refused: S, R and the prediction are undefined, and said so."""
+    config = _write(tmp_path, TINY)
+    result = _main("audit", str(config), "--target", "rf_l", "--surrogates", "svm_l", "--eps", "1")
+    assert result.returncode == 0, result.stderr
+    assert "rf_l has no input gradient" in result.stdout
 
 
 def test_audit_refuses_a_poisoning_config(configs):
@@ -242,7 +249,6 @@ RUN_CATALOGUE = [
     ("a surrogate the run does not have", ["--surrogates", "svm_h"], "--surrogates: 'svm_h' is not a surrogate of "
      "this run"),
     ("a repetition the run does not have", ["--repetition", "1"], "--repetition 1 is out of range"),
-    ("a forest target of the run", ["--target", "rf_l"], "'rf_l' has no input gradient"),
     ("test points with a run folder", ["--points", "10"], "--points goes with a config"),
     ("a data path with a run folder", ["--data", "/tmp"], "--data goes with a config"),
     ("a zero budget", ["--eps", "0"], "0 moves no point"),

@@ -7,7 +7,11 @@ raises the target's loss by Δℓ ≈ ε ∇ℓᵀd̂, which for p = 2 is ε‖�
 loss ℓ = max_{c≠y} f_c − f_y, a point is misclassified when ℓ > 0, so a point is *predicted to evade* when
 ℓ(x) + ε ∇ℓ(x)ᵀd̂(x) > 0, and the predicted transfer rate is the fraction of such points. The box is ignored and
 the loss is taken as linear, so the prediction is first-order: exact for a linear target with no binding box, and
-worse as ε grows or the target bends (RBF SVMs, networks); a forest has no gradient and gets no prediction.
+worse as ε grows or the target bends (RBF SVMs, networks).
+
+A target without input gradient (a forest, a black-box saved model: gradient boosting, an ONNX detector) has no S,
+R or prediction: its rows hold NaN there, with a note saying why, V of each surrogate (a property of the surrogate),
+and — when a finished run is audited — the transfer rate the run measured on it.
 """
 
 from __future__ import annotations
@@ -43,6 +47,16 @@ class AuditRow:
     predicted: float
     rank: int = 0
     measured: float = float("nan")
+    #: why S, R and the prediction are undefined (a target without input gradient), "" otherwise
+    note: str = ""
+
+
+def undefined_note(target: str, measured: bool) -> str:
+    """The note of a target without input gradient: S, R and the prediction need one."""
+    where = ("the run's measured transfer rates are shown beside V" if measured else
+             "its transfer is measured by `transferlab run`: audit the finished run folder to see it beside V")
+    return (f"{target} has no input gradient, and S (Eq. 17), R (Eq. 18) and the linear prediction (Eq. 16) need "
+            f"one, so they are undefined for it; {where}")
 
 
 def check_budgets(eps: Any, field: str = "eps") -> list[float]:
@@ -119,29 +133,43 @@ def predicted_evasion(target: Classifier, surrogate: Classifier, X: np.ndarray, 
 def audit(target: Classifier, surrogates: Mapping[str, Classifier | Sequence[Classifier]], X: Any, y: Any,
           eps: Sequence[float], norm: Any = 2, loss: str = "margin") -> list[AuditRow]:
     """S, R, V and the predicted transfer rate of each surrogate against ``target`` at each budget, on the points
-    (X, y) (a few hundred suffice). A surrogate given as a list of models is the surrogate (first) and its
-    resamples (the others), from which V (Eq. 19) is computed. Rows are ranked per budget by predicted rate."""
+    (X, y) (a few hundred suffice; dense or scipy sparse). A surrogate given as a list of models is the surrogate
+    (first) and its resamples (the others), from which V (Eq. 19) is computed. Rows are ranked per budget by
+    predicted rate.
+
+    A target without input gradient (``target.differentiable`` is False: a forest, a black-box model) gets rows
+    with S, R and the prediction undefined (NaN, rank 0) and a note saying why; V is still computed. A surrogate
+    must have an input gradient (a ConfigError names the one that has not)."""
     eps = check_budgets(eps)
-    if not target.differentiable:
-        raise ConfigError(f"the target {type(target).__name__} has no input gradient: S, R and the linear "
-                          "prediction are undefined for it")
-    X = check_X(X)
+    for name, given in surrogates.items():
+        for model in (list(given) if isinstance(given, (list, tuple)) else [given]):
+            if not model.differentiable:
+                raise ConfigError(f"surrogate {name!r} ({type(model).__name__}) has no input gradient: a surrogate "
+                                  "crafts attacks along its gradient; audit differentiable surrogates")
+    X = check_X(X, allow_sparse=True)
     y = check_y(y, X.shape[0])
     if X.shape[0] == 0:
         raise ConfigError("audit needs at least one point")
     q = dual_norm(parse_norm(norm))
-    target_grad = target.input_gradient(X, y, loss)
-    s_value = metrics.gradient_size(target_grad, q)
+    nan = float("nan")
+    target_grad = target.input_gradient(X, y, loss) if target.differentiable else None
+    s_value = metrics.gradient_size(target_grad, q) if target_grad is not None else nan
+    note = "" if target.differentiable else undefined_note(getattr(target, "name_", None) or type(target).__name__,
+                                                           measured=False)
     rows: list[AuditRow] = []
     for name, given in surrogates.items():
         draws = list(given) if isinstance(given, (list, tuple)) else [given]
         surrogate = draws[0]
-        r_value = metrics.gradient_alignment(surrogate.input_gradient(X, y, loss), target_grad)
+        r_value = nan if target_grad is None else \
+            metrics.gradient_alignment(surrogate.input_gradient(X, y, loss), target_grad)
         v_value = metrics.loss_variance(np.stack([m.loss(X, y, loss) for m in draws])) if len(draws) > 1 \
-            else float("nan")
+            else nan
         for e in eps:
-            rate = float(np.mean(predicted_evasion(target, surrogate, X, y, float(e), norm, loss)))
-            rows.append(AuditRow(name, float(e), s_value, r_value, v_value, rate))
+            rate = nan if target_grad is None else \
+                float(np.mean(predicted_evasion(target, surrogate, X, y, float(e), norm, loss)))
+            rows.append(AuditRow(name, float(e), s_value, r_value, v_value, rate, note=note))
+    if target_grad is None:
+        return rows  # no prediction, no ranking
     for e in {r.budget for r in rows}:
         ranked = sorted((r for r in rows if r.budget == e), key=lambda r: (-r.predicted, r.surrogate))
         for rank, row in enumerate(ranked, start=1):
@@ -151,10 +179,10 @@ def audit(target: Classifier, surrogates: Mapping[str, Classifier | Sequence[Cla
 
 def agreement(rows: Sequence[AuditRow]) -> list[dict[str, float]]:
     """Per budget: how well predicted rates match measured ones across surrogates (Spearman's ρ with p-value,
-    mean absolute error)."""
+    mean absolute error), over the rows that have both (a target without gradient has no prediction)."""
     out = []
     for e in sorted({r.budget for r in rows}):
-        at = [r for r in rows if r.budget == e and np.isfinite(r.measured)]
+        at = [r for r in rows if r.budget == e and np.isfinite(r.measured) and np.isfinite(r.predicted)]
         predicted, measured = np.array([r.predicted for r in at]), np.array([r.measured for r in at])
         rho = p = float("nan")
         if len(at) >= 3 and np.ptp(predicted) > 0 and np.ptp(measured) > 0:
@@ -171,7 +199,8 @@ def audit_run(run_dir: Any, target: str, repetition: int = 0, fraction: float | 
     """Audit the surrogates of a finished evasion run (or those of ``surrogates``, a subset) against one of its
     targets, with the run's own trained models and attacked points, and put the run's measured transfer rates
     beside the predictions. ``fraction``: the surrogates' data fraction (default: the run's largest). Everything
-    is checked before any model is loaded."""
+    is checked before any model is loaded. A target without input gradient (a forest, a black-box saved model)
+    gets the run's measured transfer rates, V, and a note that S, R and the prediction need a gradient."""
     from pathlib import Path
 
     from transferlab.experiments import common, evasion
@@ -193,9 +222,6 @@ def audit_run(run_dir: Any, target: str, repetition: int = 0, fraction: float | 
         raise ConfigError("audit predicts evasion transfer; this run is a poisoning experiment")
     if target not in config.targets:
         raise ConfigError(f"{target!r} is not a target of this run; its targets are {', '.join(config.targets)}")
-    if not evasion._differentiable(config, target):
-        raise ConfigError(f"the target {target!r} has no input gradient: S, R and the linear prediction are "
-                          "undefined for it; audit a differentiable target")
     _check_repetition(repetition, config)
     fraction = config.surrogate_fractions[0] if fraction is None else fraction
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) \
@@ -211,7 +237,7 @@ def audit_run(run_dir: Any, target: str, repetition: int = 0, fraction: float | 
     split = common.load_split(config, repetition)
     label = evasion.attacked_label(config, common.load_dataset(config))
     test = split.test if label is None else split.test.subset(np.flatnonzero(split.test.y == label))
-    X, y = evasion.dense(test.X), test.y
+    X, y = test.X, test.y
     target_model = common.load_model(run_dir, common.Cell("train", repetition, target, "target"), "cpu")
     models_by_name = {name: [common.load_surrogate(run_dir, config, repetition, name, float(fraction), d)
                              for d in range(common.draws_of(config, name, config.variance.n_surrogates))]
@@ -222,6 +248,8 @@ def audit_run(run_dir: Any, target: str, repetition: int = 0, fraction: float | 
                 and r["fraction"] == fraction}
     for row in rows:
         row.measured = measured.get((row.surrogate, row.budget), float("nan"))
+        if row.note:
+            row.note = undefined_note(target, measured=True)
     return rows
 
 
@@ -232,7 +260,8 @@ def audit_config(config: Any, target: str, surrogates: Sequence[str] | str | Non
 
     A model is a registry model, or one of the config's ``saved_models`` (imported as it is: no resamples, so no
     V) or, as a surrogate, one of its ``ensembles`` (members trained on each resample). Every name, budget and
-    count is checked before anything is trained."""
+    count is checked before anything is trained. A target without input gradient gets rows with S, R and the
+    prediction undefined and a note (nothing was attacked: audit a finished run to see its measured transfer)."""
     from transferlab.experiments import common, evasion
     from transferlab.experiments.config import ExperimentConfig
     from transferlab.models import MODELS, Ensemble
@@ -255,16 +284,16 @@ def audit_config(config: Any, target: str, surrogates: Sequence[str] | str | Non
     _check_repetition(repetition, config)
     budgets = _budgets(eps, config)
     evasion.check_data(config)  # the data, the attacked class and the saved models, before any training
-    for name, field in [(target, "--target"), *((n, "--surrogates") for n in names)]:
+    for name in names:
         if name not in config.ensembles and not evasion._differentiable(config, name):
-            raise ConfigError(f"{field}: {name!r} has no input gradient, so S, R and the linear prediction are "
-                              "undefined for it; audit differentiable models (a forest can only be a measured "
-                              "target of `transferlab run`)")
+            raise ConfigError(f"--surrogates: {name!r} has no input gradient: a surrogate crafts attacks along its "
+                              "gradient; audit differentiable surrogates (a model without gradient can only be a "
+                              "target)")
     split = common.load_split(config, repetition)
     label = evasion.attacked_label(config, common.load_dataset(config))
     test = split.test if label is None else split.test.subset(np.flatnonzero(split.test.y == label))
     test = test.subset(np.arange(min(n_points, len(test))))
-    X, y = evasion.dense(test.X), test.y
+    X, y = test.X, test.y
     target_model = common.obtain_model(config, target, repetition, 0, split.target)
     models_by_name = {}
     for name in names:
@@ -278,7 +307,11 @@ def audit_config(config: Any, target: str, surrogates: Sequence[str] | str | Non
             else:
                 draws.append(common.obtain_model(config, name, repetition, d, data))
         models_by_name[name] = draws
-    return audit(target_model, models_by_name, X, y, budgets, config.attack.norm, config.attack.loss)
+    rows = audit(target_model, models_by_name, X, y, budgets, config.attack.norm, config.attack.loss)
+    for row in rows:
+        if row.note:
+            row.note = undefined_note(target, measured=False)
+    return rows
 
 
 def _check_repetition(repetition: Any, config: Any) -> None:

@@ -120,11 +120,14 @@ def audit(
                             eps=budgets)
     table = Table("surrogate", "ε", "S", "R", "V", "predicted", "rank", "measured")
     fmt = lambda v: "" if not math.isfinite(v) else f"{v:.3g}"  # noqa: E731
-    for row in sorted(rows, key=lambda r: (r.budget, r.rank)):
-        table.add_row(row.surrogate, f"{row.budget:g}", fmt(row.S), fmt(row.R), fmt(row.V), f"{row.predicted:.3f}",
-                      str(row.rank), fmt(row.measured))
+    for row in sorted(rows, key=lambda r: (r.budget, r.rank, r.surrogate)):
+        table.add_row(row.surrogate, f"{row.budget:g}", fmt(row.S), fmt(row.R), fmt(row.V),
+                      "" if not math.isfinite(row.predicted) else f"{row.predicted:.3f}",
+                      str(row.rank) if row.rank else "", fmt(row.measured))
     console.print(table)
-    if any(math.isfinite(r.measured) for r in rows):
+    for note in dict.fromkeys(r.note for r in rows if r.note):  # each once, in order
+        console.print(f"note: {note}", soft_wrap=True)
+    if any(math.isfinite(r.measured) and math.isfinite(r.predicted) for r in rows):
         summary = Table("ε", "surrogates", "Spearman ρ (pred. vs measured)", "p", "mean abs. error")
         for a in agreement(rows):
             summary.add_row(f"{a['budget']:g}", str(a["n_surrogates"]), fmt(a["spearman_rho"]), fmt(a["spearman_p"]),

@@ -209,6 +209,11 @@ class ExperimentConfig(Strict):
     white_box: bool = True
     model_overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)
     ensembles: dict[str, EnsembleConfig] = Field(default_factory=dict)
+    #: a user's own models, {name: path}: a folder written by ``transferlab.models.save``, a ``.skops`` file of a
+    #: scikit-learn estimator or pipeline, or an ``.onnx`` file. A target always; a surrogate when differentiable
+    #: (evasion only); in poisoning a target that is retrained on the poisoned data, so a recipe: a ``.skops`` file
+    #: (fitted or not) or a ``models.save`` folder of a wrapped estimator, never an ``.onnx`` file. Checked against
+    #: the data before any work (experiments.common.check_saved_models); their files are part of the run's identity
     saved_models: dict[str, str] = Field(default_factory=dict)
     attack: AttackConfig
     detector: DetectorConfig = Field(default_factory=DetectorConfig)
@@ -256,18 +261,32 @@ class ExperimentConfig(Strict):
         for name in self.surrogates:
             if name not in known and name not in self.ensembles:
                 raise ValueError(f"surrogates: unknown model {name!r}; choose from {', '.join(known)} or an ensemble")
-        if self.kind == "poisoning" and (self.ensembles or self.saved_models):
-            raise ValueError("ensembles and saved_models are evasion settings; poisoning retrains its surrogates")
+        if self.kind == "poisoning" and self.ensembles:
+            raise ValueError("ensembles are an evasion setting; poisoning differentiates the training of one "
+                             "surrogate")
+        for name, path in self.saved_models.items():
+            if not isinstance(path, str) or not path.strip():
+                raise ValueError(f"saved_models.{name}: give the path of a models.save folder, a .skops or an .onnx "
+                                 "file")
+            if self.kind == "poisoning" and name in self.surrogates:
+                raise ValueError(f"surrogates: the saved model {name!r} cannot craft poisoning points: poisoning "
+                                 "differentiates the surrogate's training (its implicit gradient), which transferlab "
+                                 "has for its registry families only; use logistic, ridge, svm or svm_rbf models as "
+                                 f"surrogates and keep {name!r} as a target (it is retrained on the poisoned data)")
+            if self.kind == "poisoning" and name in self.targets and Path(path).suffix.lower() == ".onnx":
+                raise ValueError(f"saved_models.{name}: an .onnx model cannot be retrained, and a poisoning target is "
+                                 "retrained on the poisoned data; give a .skops file of the scikit-learn estimator "
+                                 "(fitted or not) or a models.save folder of a wrapped estimator, its recipe")
         if (self.kind == "poisoning") != (self.attack.kind == "poisoning"):
             raise ValueError(f"attack.kind {self.attack.kind!r} does not fit an experiment of kind {self.kind!r}")
         if self.kind == "poisoning":
             if self.split.n_validation == 0:
                 raise ValueError("split.n_validation: poisoning needs the attacker's validation set (> 0)")
-            from transferlab.attacks.poisoning_gradients import family_for
+            from transferlab.attacks.poisoning import family_for
 
             for name in self.surrogates:
                 try:
-                    family_for(MODELS[name].factory(**MODELS[name].params))
+                    family_for(MODELS[name].factory(**MODELS[name].params))  # saved models: refused above
                 except Exception:
                     raise ValueError(f"surrogates: {name!r} cannot craft poisoning; use logistic, ridge, svm or "
                                      "svm_rbf models") from None
@@ -276,6 +295,9 @@ class ExperimentConfig(Strict):
                 raise ValueError(f"surrogates: {name!r} has no input gradient and cannot craft attacks; use it as a "
                                  "target only")
         for name in self.model_overrides:
+            if name in self.saved_models:
+                raise ValueError(f"model_overrides: {name!r} is a saved model; its parameters are its own (set them "
+                                 "before saving it)")
             if name not in MODELS:
                 raise ValueError(f"model_overrides: unknown model {name!r}")
         for field_name in ("surrogates", "targets"):

@@ -26,9 +26,10 @@ import scipy.sparse as sp
 from transferlab import attacks, datasets, metrics, models
 from transferlab.attacks.constraints import dual_norm, parse_norm
 from transferlab.errors import ConfigError, DataError
-from transferlab.experiments.common import (TRANSFER, WHITE_BOX, Cell, cached, check_model_sizes, create_model,
-                                            draws_of, load_dataset, load_extra, load_model, load_split,
-                                            load_surrogate, model_folder, obtain_model, save_model, save_points,
+from transferlab.experiments.common import (TRANSFER, WHITE_BOX, Cell, cached, check_devices, check_model_sizes,
+                                            check_saved_models, create_model, draws_of, is_differentiable,
+                                            load_dataset, load_extra, load_split, load_surrogate, load_trained,
+                                            model_folder, obtain_model, point_arrays, save_model, save_points,
                                             train_cells)
 from transferlab.experiments.config import ExperimentConfig
 
@@ -47,9 +48,9 @@ def plan(config: ExperimentConfig) -> list[list[Cell]]:
 
 
 def _differentiable(config: ExperimentConfig, name: str) -> bool:
-    if name in config.saved_models:
-        return models.load(config.saved_models[name]).differentiable
-    return models.MODELS[name].factory.differentiable
+    """Whether model ``name`` has an input gradient: a target without one (a forest, a black-box saved model) gets
+    no white-box cell, and S and R are undefined for it (NaN in metrics.csv, empty in the report's tables)."""
+    return is_differentiable(config, name)
 
 
 def check_data(config: ExperimentConfig) -> None:
@@ -60,15 +61,9 @@ def check_data(config: ExperimentConfig) -> None:
         raise ConfigError(f"detector.fpr needs a two-class problem; {dataset.name!r} has {dataset.n_classes} classes")
     split = load_split(config, 0)
     manipulable(config, split.test)
+    check_devices(config)
     check_model_sizes(config, split.test.X.shape[1], dataset.n_classes)
-    for name, folder in config.saved_models.items():
-        model = models.load(folder)
-        if model.n_features_in_ != split.test.X.shape[1] or model.n_classes_ != dataset.n_classes:
-            raise ConfigError(f"saved_models.{name}: the model takes {model.n_features_in_} features and "
-                              f"{model.n_classes_} classes, the data have {split.test.X.shape[1]} and "
-                              f"{dataset.n_classes}")
-        if name in config.surrogates and not model.differentiable:
-            raise ConfigError(f"surrogates: the saved model {name!r} has no input gradient; use it as a target")
+    check_saved_models(config, dataset, split.test.X.shape[1])
     if config.attack.binary:
         values = split.test.X.data if sp.issparse(split.test.X) else split.test.X
         if not np.isin(values, (0.0, 1.0)).all():
@@ -111,8 +106,51 @@ def make_attack(config: ExperimentConfig, eps: float, mask: np.ndarray | None = 
 
 
 def dense(X: Any) -> np.ndarray:
-    """Attacked rows as a dense array (only the attacked rows are ever densified)."""
+    """Attacked rows as a dense array (only the rows an attack runs on are ever densified)."""
     return X.toarray() if sp.issparse(X) else X
+
+
+#: most input-gradient values held at once while S and R are computed (2**24 float64: 128 MiB); wider data (DREBIN's
+#: 545,334 features) go through in row blocks, never as a whole n_test × d gradient
+GRADIENT_BLOCK_ELEMENTS = 1 << 24
+
+
+def row_blocks(n_rows: int, n_features: int) -> list[slice]:
+    """Row blocks of at most :data:`GRADIENT_BLOCK_ELEMENTS` values (one block when everything fits)."""
+    rows = max(1, GRADIENT_BLOCK_ELEMENTS // max(1, n_features))
+    return [slice(i, min(i + rows, n_rows)) for i in range(0, n_rows, rows)] or [slice(0, 0)]
+
+
+def size_and_alignment(source: models.Classifier, targets: dict[str, tuple[models.Classifier, np.ndarray | None]],
+                       X: Any, y: np.ndarray, loss: str, q: float) -> dict[str, tuple[float, float]]:
+    """S (Eq. 17) of each target and R (Eq. 18) of the pair (source, target), {name: (S, R)}, at the points
+    (X, y) (dense or scipy sparse). ``targets`` maps a name to the differentiable target and its input gradient at
+    these points when it is at hand (else None); a target that is ``source`` itself (white-box) reuses the source's
+    gradient. When the gradients fit in one block (:func:`row_blocks`) they are computed whole, as the metrics
+    define them; otherwise S and R are accumulated over row blocks (both are means over points), so no more than
+    one block of each gradient is held at once."""
+    blocks = row_blocks(X.shape[0], X.shape[1])
+    if len(blocks) == 1:
+        source_grad = source.input_gradient(X, y, loss)
+        out = {}
+        for name, (target, grad) in targets.items():
+            if target is source:
+                grad = source_grad
+            elif grad is None:
+                grad = target.input_gradient(X, y, loss)
+            out[name] = (metrics.gradient_size(grad, q), metrics.gradient_alignment(source_grad, grad))
+        return out
+    sums = {name: [0.0, 0.0] for name in targets}
+    for rows in blocks:
+        source_grad = source.input_gradient(X[rows], y[rows], loss)
+        weight = rows.stop - rows.start
+        for name, (target, _) in targets.items():
+            grad = source_grad if target is source else target.input_gradient(X[rows], y[rows], loss)
+            sums[name][0] += metrics.gradient_size(grad, q) * weight
+            sums[name][1] += metrics.gradient_alignment(source_grad, grad) * weight
+            del grad
+    n = X.shape[0]
+    return {name: (s / n, r / n) for name, (s, r) in sums.items()}
 
 
 # ---- the detector ----------------------------------------------------------------------------------------
@@ -169,10 +207,16 @@ def _positive(config: ExperimentConfig) -> int:
 
 
 def craft(run_dir: Path, config: ExperimentConfig, cell: Cell):
+    """Craft the attacks of one source model at every budget and evaluate every target on them.
+
+    Sparse test data stay sparse: targets score the clean and crafted points as scipy CSR rows (crafted points are
+    stored sparse too), S and R go through the gradients in row blocks (:func:`size_and_alignment`), and only the
+    rows the attack runs on are densified for it."""
     split = load_split(config, cell.repetition)
     label = attacked_label(config, load_dataset(config))
     test = split.test if label is None else split.test.subset(np.flatnonzero(split.test.y == label))
-    X, y = dense(test.X), test.y
+    X, y = test.X, test.y
+    sparse = sp.issparse(X)
     mask = manipulable(config, split.test)
     loss, q = config.attack.loss, dual_norm(parse_norm(config.attack.norm))
     if cell.role == WHITE_BOX:
@@ -181,25 +225,28 @@ def craft(run_dir: Path, config: ExperimentConfig, cell: Cell):
     else:
         source_cell = None
         source_data, target_names, fraction = split.surrogate_subsample(cell.fraction), config.targets, cell.fraction
-    source = load_model(run_dir, source_cell, config.device) if source_cell is not None else \
+    source = load_trained(run_dir, config, source_cell) if source_cell is not None else \
         load_surrogate(run_dir, config, cell.repetition, cell.model, cell.fraction, 0)
     double_init = cell.model in config.attack.double_init
-    crafted = {}
-    previous = None
+    crafted: dict[float, Any] = {}
+    previous = attacked = None
     for eps in config.attack.eps:
         if eps == 0:
             crafted[eps] = X
             continue
+        if attacked is None:
+            attacked = dense(X)  # the rows the attack runs on
         attack = make_attack(config, eps, mask, double_init)
         greedy = isinstance(attack, attacks.FeatureAddition) and attack.features_per_step == 1
         # greedy addition at budget k+1 continues the greedy path of budget k: starting there gives the same points
         # as starting from x0; for other attacks attack.warm_start asks for it
         init = previous if (config.attack.warm_start or greedy) else None
         if double_init:
-            crafted[eps] = previous = attack.run(source, X, y, init=init, init_pool=dense(source_data.X))
+            previous = attack.run(source, attacked, y, init=init, init_pool=source_data.X)
         else:
-            crafted[eps] = previous = attack.run(source, X, y, init=init)
-    source_grad = source.input_gradient(X, y, loss)
+            previous = attack.run(source, attacked, y, init=init)
+        crafted[eps] = sp.csr_matrix(previous) if sparse else previous
+    del attacked
     variance = float("nan")
     if cell.role == TRANSFER:
         n_draws = draws_of(config, cell.model, config.variance.n_surrogates)
@@ -210,11 +257,12 @@ def craft(run_dir: Path, config: ExperimentConfig, cell: Cell):
     results, metric_rows = [], []
     base = {"attack": "evasion", "repetition": cell.repetition, "surrogate": cell.model, "fraction": fraction}
     positive = _positive(config)
+    differentiable: dict[str, tuple[models.Classifier, np.ndarray | None]] = {}
     for name in target_names:
         target_cell = Cell("train", cell.repetition, name, "target")
         threshold = load_extra(run_dir, target_cell).get("threshold")
         if cell.role == WHITE_BOX:
-            target, target_grad, clean = source, source_grad, None
+            target, target_grad, clean = source, None, None
         else:
             target, target_grad, clean = _target_state(run_dir, config, target_cell, X, y, threshold, positive)
         for eps, X_adv in crafted.items():
@@ -223,24 +271,32 @@ def craft(run_dir: Path, config: ExperimentConfig, cell: Cell):
             results.append({**base, "target": name, "setting": cell.role, "budget": eps, "error": error,
                             "n_points": len(y)})
         if target.differentiable:
-            s_value = metrics.gradient_size(target_grad, q)
-            r_value = metrics.gradient_alignment(source_grad, target_grad)
-        else:
-            s_value = r_value = float("nan")
+            differentiable[name] = (target, target_grad)
+    gradients = size_and_alignment(source, differentiable, X, y, loss, q)
+    for name in target_names:
+        # S and R need the target's input gradient: undefined (NaN) for a forest or a black-box saved model
+        s_value, r_value = gradients.get(name, (float("nan"), float("nan")))
         metric_rows.append({**base, "target": name, "setting": cell.role, "S": s_value, "R": r_value,
                             "V": variance})
-    arrays = {f"eps_{eps:g}": crafted[eps].astype(np.float32) for eps in crafted}
-    files = save_points(run_dir, cell, load_dataset(config).image_shape, y=y, **arrays) if config.keep_points else {}
+    files = {}
+    if config.keep_points:
+        arrays = {}
+        for eps, points in crafted.items():
+            arrays.update(point_arrays(f"eps_{eps:g}", points))
+        files = save_points(run_dir, cell, load_dataset(config).image_shape, y=y, **arrays)
     return files, {"n_points": len(y)}, {"results": results, "metrics": metric_rows}
 
 
-def _target_state(run_dir: Path, config: ExperimentConfig, target_cell: Cell, X: np.ndarray, y: np.ndarray,
+def _target_state(run_dir: Path, config: ExperimentConfig, target_cell: Cell, X: Any, y: np.ndarray,
                   threshold: float | None, positive: int) -> tuple[models.Classifier, np.ndarray | None, np.ndarray]:
-    """A trained target, its input gradient and its decisions at the clean attacked points, computed once per
-    process and repetition (every transfer cell of a repetition evaluates the same targets on the same points)."""
+    """A trained target, its input gradient (when it has one and it fits in one block of
+    :data:`GRADIENT_BLOCK_ELEMENTS`; else None, and S and R compute it a block at a time) and its decisions at the
+    clean attacked points, computed once per process and repetition (every transfer cell of a repetition
+    evaluates the same targets on the same points)."""
     def make():
-        target = load_model(run_dir, target_cell, config.device)
-        gradient = target.input_gradient(X, y, config.attack.loss) if target.differentiable else None
+        target = load_trained(run_dir, config, target_cell)
+        fits = len(row_blocks(X.shape[0], X.shape[1])) == 1
+        gradient = target.input_gradient(X, y, config.attack.loss) if target.differentiable and fits else None
         return target, gradient, decide(target, X, threshold, positive)
 
     # one entry per repetition in the process's small data cache: a new repetition's targets replace the last's
@@ -252,14 +308,14 @@ def _target_state(run_dir: Path, config: ExperimentConfig, target_cell: Cell, X:
 
 def sweep(run_dir: Path, config: ExperimentConfig, cell: Cell):
     split = load_split(config, cell.repetition)
-    X, y = dense(split.test.X), split.test.y
+    X, y = split.test.X, split.test.y
     model = create_model(config, "nn_h", cell.repetition, weight_decay=cell.weight_decay)
     model.fit(split.target.X, split.target.y)
     eps = config.nn_sweep.eps
     attack = make_attack(config, eps, manipulable(config, split.test))
-    attack.run(model, X, y)
+    attack.run(model, dense(X), y)
     q = dual_norm(parse_norm(config.attack.norm))
-    s_value = metrics.gradient_size(model.input_gradient(X, y, config.attack.loss), q)
+    s_value = size_and_alignment(model, {"nn_h": (model, None)}, X, y, config.attack.loss, q)["nn_h"][0]
     row = {"repetition": cell.repetition, "weight_decay": cell.weight_decay, "budget": eps,
            "error": attack.result_.error, "S": s_value}
     return {}, {}, {"sweep": [row]}

@@ -4,6 +4,11 @@ Stages: ``train`` (every target on its clean data: its error at poisoning fracti
 surrogate, surrogate data fraction and poisoning fraction, plus white-box cells crafted on each target that has
 implicit gradients. A craft cell poisons, retrains every target on its clean data plus the points, and scores it on
 clean test data; S and R use the validation loss in place of the point loss (paper Section 4).
+
+A target may be one of the config's ``saved_models``: "your model" is then the recipe that is retrained on the
+poisoned data (a scikit-learn estimator, fitted or not, from a ``.skops`` file or a ``models.save`` folder of a
+wrapped estimator; its ``fit`` trains a clone), scored like any target. It has no implicit gradient transferlab
+knows, so it gets no white-box cell and S and R are undefined (NaN) for it.
 """
 
 from __future__ import annotations
@@ -13,8 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from transferlab import metrics, models
-from transferlab.experiments.common import (TRANSFER, WHITE_BOX, Cell, check_model_sizes, create_model, load_dataset,
-                                            load_split, model_folder, save_model, save_points, train_cells)
+from transferlab.experiments.common import (TRANSFER, WHITE_BOX, Cell, check_devices, check_model_sizes,
+                                            check_saved_models, create_model, load_dataset, load_split,
+                                            model_folder, retrainable_target, save_model, save_points, train_cells)
 from transferlab.experiments.config import ExperimentConfig
 
 #: poisoning points at which S and R are computed (each needs an implicit gradient of surrogate and target)
@@ -29,21 +35,29 @@ def plan(config: ExperimentConfig) -> list[list[Cell]]:
     craft = [Cell("craft", r, s, TRANSFER, f, poison_fraction=p) for r in reps for s in config.surrogates
              for f in config.surrogate_fractions for p in poison]
     if config.white_box:
-        capable = [t for t in config.targets if has_family(t)]
+        capable = [t for t in config.targets if has_family(config, t)]
         craft += [Cell("craft", r, t, WHITE_BOX, 1.0, poison_fraction=p) for r in reps for t in capable for p in poison]
     return [train, craft]
 
 
 def check_data(config: ExperimentConfig) -> None:
-    """Poisoning takes dense binary problems; checked before any work starts (with the sizes of the models)."""
+    """Poisoning takes dense binary problems; checked before any work starts (with the sizes of the models and
+    the saved targets: each loads, fits the data and can be retrained)."""
     split = load_split(config, 0)
-    check_model_sizes(config, split.test.X.shape[1], load_dataset(config).n_classes)
+    dataset = load_dataset(config)
+    check_devices(config)
+    check_model_sizes(config, split.test.X.shape[1], dataset.n_classes)
+    check_saved_models(config, dataset, split.test.X.shape[1], poisoning=True)
 
 
-def has_family(name: str) -> bool:
-    from transferlab.attacks.poisoning_gradients import family_for
+def has_family(config: ExperimentConfig, name: str) -> bool:
+    """Whether target ``name`` has a poisoning family (an implicit gradient): registry models of the logistic,
+    ridge and SVM families; never a saved model."""
+    from transferlab.attacks.poisoning import family_for
     from transferlab.errors import ConfigError
 
+    if name in config.saved_models:
+        return False
     try:
         family_for(models.create(name))
     except ConfigError:
@@ -59,7 +73,7 @@ def train(run_dir: Path, config: ExperimentConfig, cell: Cell):
     """A target on its clean data, saved, with its clean test error as the fraction-0 result."""
     split = load_split(config, cell.repetition)
     data = split.target
-    model = create_model(config, cell.model, cell.repetition, cell.draw).fit(data.X, data.y)
+    model = retrainable_target(config, cell.model, cell.repetition).fit(data.X, data.y)
     files = save_model(model, run_dir, model_folder(cell))
     accuracy = float(np.mean(model.predict(split.test.X) == split.test.y))
     rows = {"results": [{"attack": "poisoning", "repetition": cell.repetition, "surrogate": None, "fraction": None,
@@ -75,7 +89,7 @@ def craft(run_dir: Path, config: ExperimentConfig, cell: Cell):
     at the poisoning points (first METRIC_POINTS of them); V is the variance of the validation loss over
     surrogates trained on resampled surrogate data."""
     from transferlab.attacks.poisoning import Poisoning
-    from transferlab.attacks.poisoning_gradients import family_for
+    from transferlab.attacks.poisoning import family_for
 
     split = load_split(config, cell.repetition)
     poison_fraction = cell.poison_fraction
@@ -96,7 +110,7 @@ def craft(run_dir: Path, config: ExperimentConfig, cell: Cell):
     src_params = family.fit(X_src, y_src)
     n_src = len(source_data)
     k_points = min(METRIC_POINTS, n_points)
-    src_grads = np.stack([family.gradient(src_params, X_src, y_src, n_src + k, X_val, y_val) for k in range(k_points)])
+    src_grads = family.gradients(src_params, X_src, y_src, n_src + np.arange(k_points), X_val, y_val)
     variance = float("nan")
     if cell.role == TRANSFER:
         # the surrogate's own data (draw 0) and its resamples, as for evasion
@@ -108,18 +122,17 @@ def craft(run_dir: Path, config: ExperimentConfig, cell: Cell):
     X_tgt, y_tgt = np.vstack([split.target.X, X_p]), np.r_[split.target.y, y_p]
     n_tgt = len(split.target)
     for name in target_names:
-        target = create_model(config, name, cell.repetition).fit(X_tgt, y_tgt)
+        target = retrainable_target(config, name, cell.repetition).fit(X_tgt, y_tgt)
         error = metrics.transfer_rate(target.predict(split.test.X), split.test.y)
         results.append({**base, "target": name, "setting": cell.role, "budget": poison_fraction, "error": error,
                         "n_points": len(split.test.y)})
         t_grads = None
         if cell.role == WHITE_BOX:  # the target is the surrogate, trained on the same data: the same gradients
             t_grads = src_grads
-        elif has_family(name):
+        elif has_family(config, name):
             tfam = family_for(create_model(config, name, cell.repetition))
             t_params = tfam.fit(X_tgt, y_tgt)
-            t_grads = np.stack([tfam.gradient(t_params, X_tgt, y_tgt, n_tgt + k, X_val, y_val)
-                                for k in range(k_points)])
+            t_grads = tfam.gradients(t_params, X_tgt, y_tgt, n_tgt + np.arange(k_points), X_val, y_val)
         s_value = r_value = float("nan")
         if t_grads is not None:
             s_value = metrics.gradient_size(t_grads, 2)

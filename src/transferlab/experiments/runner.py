@@ -136,7 +136,8 @@ def run_folder_lock(run_dir: Path) -> Iterator[None]:
 
 def data_fingerprint(dataset, saved_models: dict[str, str] | None = None) -> str:
     """SHA-256 of the data a run reads (features, labels, class and feature names, and the files of any saved
-    model it imports): part of the run's identity, so resuming a run on other data is refused."""
+    model it imports: a ``.skops`` or ``.onnx`` file, or every file of a ``models.save`` folder): part of the run's
+    identity, so resuming a run on other data, or with a changed model file, is refused."""
     import numpy as np
     import scipy.sparse as sp
 
@@ -151,12 +152,13 @@ def data_fingerprint(dataset, saved_models: dict[str, str] | None = None) -> str
     digest.update(str(X.shape).encode())
     digest.update(np.ascontiguousarray(dataset.y).tobytes())
     digest.update(json.dumps([list(map(str, dataset.classes)), list(dataset.feature_names or [])]).encode())
-    for name, folder in sorted((saved_models or {}).items()):
+    for name, location in sorted((saved_models or {}).items()):
         digest.update(name.encode())
-        for file in sorted(Path(folder).glob("*")):
-            if file.is_file():
-                digest.update(file.name.encode())
-                digest.update(sha256_file(file).encode())
+        path = Path(location)
+        files = [path] if path.is_file() else sorted(f for f in path.glob("*") if f.is_file())
+        for file in files:
+            digest.update(file.name.encode())
+            digest.update(sha256_file(file).encode())
     return digest.hexdigest()
 
 

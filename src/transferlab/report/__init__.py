@@ -69,9 +69,10 @@ def build_report(run_dir: str | Path) -> Path:
     detection = detection_table(results, targets) if attacked is not None else []
     if detection:
         write_csv(run_path(run_dir, "detection.csv"), detection, list(detection[0]))
+    undefined = _undefined_note(metric_rows, targets, poisoning)
     path = run_path(run_dir, "report.html")
     tmp = run_path(run_dir, "report.html.tmp")
-    tmp.write_text(_html(config, versions, last_run, cells, corr, made, detection, (name, informative)))
+    tmp.write_text(_html(config, versions, last_run, cells, corr, made, detection, (name, informative), undefined))
     tmp.replace(path)
     return path
 
@@ -134,6 +135,38 @@ def detection_table(results: list[dict], targets: list[str]) -> list[dict]:
     return rows
 
 
+def targets_without_gradient(metric_rows: list[dict], targets: list[str]) -> list[str]:
+    """The targets whose S and R are undefined in every metrics row (NaN, stored as NULL): a target without input
+    gradient (evasion: a forest, a black-box saved model) or, in poisoning, without an implicit gradient."""
+    def undefined(value) -> bool:
+        return value is None or not np.isfinite(value)
+
+    out = []
+    for t in targets:
+        rows = [r for r in metric_rows if r["target"] == t]
+        if rows and all(undefined(r["S"]) and undefined(r["R"]) for r in rows):
+            out.append(t)
+    return out
+
+
+def _undefined_note(metric_rows: list[dict], targets: list[str], poisoning: bool) -> str:
+    """A paragraph naming the targets S and R are undefined for, and why (empty otherwise)."""
+    names = targets_without_gradient(metric_rows, targets)
+    if not names:
+        return ""
+    listed = ", ".join(f"<code>{html.escape(t)}</code>" for t in names)
+    if poisoning:
+        why = ("S and R of a poisoning target are computed from its implicit gradient (the validation loss's "
+               "gradient through its training, paper Section 4), which transferlab has for the logistic, ridge and "
+               "SVM families only")
+    else:
+        why = ("S (Eq. 17) and R (Eq. 18) are computed from the target's input gradient, and these targets have none "
+               "(a forest, or a black-box model scored by itself: gradient boosting, kNN, an ONNX detector)")
+    return (f"<p><b>Undefined S and R:</b> {why}. They are empty in metrics.csv and left out of the correlations "
+            f"for {listed}; their transfer rates are measured all the same (results.csv, the transfer "
+            "matrices).</p>")
+
+
 def _most_informative_budget(pairs: list[dict], budgets: list[float]) -> float:
     """The budget whose mean transfer rate is closest to 0.5 (the scatter plots spread most there)."""
     means = {b: np.mean([p["error"] for p in pairs if p["budget"] == b]) for b in budgets}
@@ -185,7 +218,7 @@ def _table(rows: list[dict], columns: list[str]) -> str:
 
 def _html(config: dict, versions: dict, last_run: dict, cells: list[dict], corr: list[dict],
           made: list[tuple[str, Path]], detection: list[dict] | None,
-          informative: tuple[str, float | None]) -> str:
+          informative: tuple[str, float | None], undefined: str = "") -> str:
     stage_time: dict[str, float] = {}
     for c in cells:
         stage_time[c["stage"]] = stage_time.get(c["stage"], 0.0) + c["seconds"]
@@ -206,7 +239,7 @@ Security 2019). Errors are averaged over {html.escape(str(config.get('repetition
 {html.escape(wall)}.</p>
 {_detection_html(config, detection)}<h2>Figures</h2>{images}
 <h2>Correlation of transfer rate with S, R, V (paper Table 1)</h2>
-{_correlation_html(corr, *informative)}
+{undefined}{_correlation_html(corr, *informative)}
 <h2>Timings</h2>{_table(timing_rows, ['stage', 'cells', 'compute seconds'])}
 <h2>Config</h2><pre>{html.escape(yaml.safe_dump(config, sort_keys=False))}</pre>
 <h2>Versions</h2><pre>{html.escape(json.dumps(versions, indent=2))}</pre>
