@@ -6,8 +6,6 @@ from __future__ import annotations
 import multiprocessing
 import os
 import re
-import signal
-import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -20,6 +18,7 @@ from transferlab.errors import ConfigError
 from transferlab.experiments import evasion, poisoning
 from transferlab.experiments.common import Cell, CellOutput
 from transferlab.experiments.config import ExperimentConfig
+from transferlab.experiments.lifeline import end_with_parent
 
 #: experiment kind -> the module with its ``plan``, ``check_data`` and ``run_cell``
 KINDS = {"evasion": evasion, "poisoning": poisoning}
@@ -75,28 +74,6 @@ def execute(run_dir: str, config: ExperimentConfig, cell: Cell) -> CellOutput:
     with threadpool_limits(1):
         files, info, rows = KINDS[config.kind].run_cell(Path(run_dir), config, cell)
     return CellOutput(cell.cell_id, cell.stage, time.perf_counter() - start, files, info, rows)
-
-
-def end_with_parent(parent_pid: int) -> None:
-    """Make a worker process end when the run that started it ends, even by kill -9 (which lets no cleanup run):
-    Linux's PR_SET_PDEATHSIG where available, and everywhere a watchdog thread that polls the parent."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-    if os.getppid() != parent_pid:  # the parent died before the signal was armed
-        os._exit(1)
-
-    def watch() -> None:
-        while True:
-            time.sleep(1.0)
-            if os.getppid() != parent_pid:
-                os._exit(1)
-
-    threading.Thread(target=watch, daemon=True, name="end-with-parent").start()
 
 
 def inline(run_dir: str, config: ExperimentConfig, todo: Sequence[Cell], workers: int,
