@@ -245,16 +245,6 @@ def _saved_where(config: ExperimentConfig, name: str) -> str:
     return f"saved_models.{name} ({config.saved_models[name]})"
 
 
-def _is_fitted(estimator: Any) -> bool:
-    from transferlab.models.blackbox import check_fitted
-
-    try:
-        check_fitted(estimator)
-    except ConfigError:
-        return False
-    return True
-
-
 def load_saved(config: ExperimentConfig, name: str, recipe: bool = False) -> models.Classifier:
     """The saved model ``name`` of the config (``saved_models: {name: PATH}``), on its device: a folder written by
     ``transferlab.models.save`` (a registry model or a wrapped one), a ``.skops`` file of a scikit-learn estimator
@@ -269,9 +259,10 @@ def load_saved(config: ExperimentConfig, name: str, recipe: bool = False) -> mod
         if path.suffix.lower() == ".skops" and not path.is_dir():
             from transferlab.models.blackbox import describe
             from transferlab.models.external import load_skops
+            from transferlab.models.wrap import is_fitted
 
             estimator = load_skops(path)
-            if not recipe and not _is_fitted(estimator):
+            if not recipe and not is_fitted(estimator):
                 raise ConfigError(f"it holds an unfitted {describe(estimator)}; fit it before saving it "
                                   "(skops.io.dump(estimator.fit(X, y), path)): an unfitted estimator is a recipe, "
                                   "which only the targets of a poisoning experiment take")

@@ -115,7 +115,8 @@ class SklearnModel(EstimatorWrapper):
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
 
-def _is_fitted(estimator: Any) -> bool:
+def is_fitted(estimator: Any) -> bool:
+    """Whether a scikit-learn estimator is fitted (scikit-learn's own test, as a bool)."""
     try:
         check_fitted(estimator)
     except ConfigError:
@@ -124,7 +125,7 @@ def _is_fitted(estimator: Any) -> bool:
 
 
 def _wrap_estimator(model: Any, recipe: bool, differentiable: bool | None, device: str) -> EstimatorWrapper:
-    fitted = _is_fitted(model)
+    fitted = is_fitted(model)
     if not fitted and not recipe:
         check_fitted(model)  # the ConfigError naming the estimator and saying how to give a recipe
     reason = not_reexpressible(model)
