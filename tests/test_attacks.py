@@ -175,3 +175,216 @@ def test_bad_budget_and_norm_are_clear_errors():
 def test_forest_cannot_be_attacked_white_box(fitted, small_split):
     with pytest.raises(models.NotDifferentiableError):
         attacks.PGDLineSearch(eps=1.0).run(fitted["rf_h"], small_split.test.X[:5], small_split.test.y[:5])
+
+
+# ---- the line searches of issue 18: closed forms, the chord, threads, scoring once ---------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from hypothesis.extra.numpy import arrays  # noqa: E402
+
+from transferlab.attacks import pgd_line_search  # noqa: E402
+from transferlab.attacks.constraints import Intersection  # noqa: E402
+
+D = 7
+
+
+@st.composite
+def ball_box_problem(draw):
+    """A few rows of x0 in a box that may be unbounded on some coordinates and pinned (lb = ub = x0, as a Mask
+    makes it) on others, a step δ and a budget."""
+    n = draw(st.integers(1, 4))
+    x0 = draw(arrays(np.float64, (n, D), elements=st.floats(0, 1, width=64)))
+    delta = draw(arrays(np.float64, (n, D), elements=st.floats(-4, 4, width=64)))
+    width = draw(arrays(np.float64, (2, D), elements=st.floats(0, 2, width=64)))
+    kind = draw(arrays(np.int64, (D,), elements=st.integers(0, 3)))  # 0 boxed, 1 unbounded, 2 pinned, 3 half
+    lb = np.where(kind == 1, -np.inf, np.where(kind == 2, x0, x0 - width[0]))
+    ub = np.where(kind == 1, np.inf, np.where(kind == 2, x0, np.where(kind == 3, np.inf, x0 + width[1])))
+    eps = draw(st.floats(1e-3, 3, width=64))
+    return [torch.as_tensor(a) for a in (x0, delta, lb, ub)] + [eps]
+
+
+@settings(max_examples=40, deadline=None)
+@given(ball_box_problem())
+def test_ball_box_step_is_the_exact_projection_and_its_limit_the_linear_maximiser(data):
+    x0, delta, lb, ub, eps = data
+    domain = Intersection(attacks.L2Ball(eps), attacks.Box(lb.numpy(), ub.numpy()))
+    lo, hi = (lb - x0).clamp_min(-pgd_line_search.BIG), (ub - x0).clamp_max(pgd_line_search.BIG)
+    step = pgd_line_search.ball_box_step(delta, lo, hi, eps, 1.0)
+    torch.testing.assert_close(x0 + step, domain.project(x0 + delta, x0), rtol=0, atol=1e-9)
+    assert bool(domain.contains(x0 + step, x0, tol=1e-12).all())
+    # t_max = ∞: the maximiser of ⟨δ, x⟩ over the ball ∩ box, which no projected step x0 + Π(T δ) beats
+    best = x0 + pgd_line_search.ball_box_step(delta, lo, hi, eps, float("inf"))
+    assert bool(domain.contains(best, x0, tol=1e-12).all())
+    for scale in (1.0, 10.0, 1e3, 1e6):
+        other = domain.project(x0 + scale * delta, x0)
+        assert bool(((best * delta).sum(1) >= (other * delta).sum(1) - 1e-9).all())
+    far = domain.project(x0 + 1e9 * delta, x0)
+    torch.testing.assert_close((best * delta).sum(1), (far * delta).sum(1), rtol=1e-6, atol=1e-6)
+
+
+def _dense_path_maximum(domain, x, grad, x0):
+    """The best ⟨grad, ·⟩ over the projected path Π(x + η grad) on a dense geometric grid of η (10⁻⁴ to 10⁸), and
+    over the segment from x to that path's far end on a dense grid of α."""
+    etas = torch.logspace(-4, 8, 120, dtype=torch.float64)
+    path = torch.stack([domain.project(x + eta * grad, x0) for eta in etas])  # (m, n, d)
+    end = path[-1]
+    alphas = torch.linspace(0, 1, 101, dtype=torch.float64)[:, None, None]
+    segment = x[None] + alphas * (end - x)[None]
+    return (path * grad).sum(2).max(0).values, (segment * grad).sum(2).max(0).values
+
+
+@pytest.mark.parametrize("norm", [2, "inf", 1])
+def test_closed_form_step_for_linear_models_equals_a_dense_line_search(norm):
+    """For an affine objective the best point of the projected path Π(x + η∇A) is its end, which the closed form
+    computes exactly: it matches a dense grid over η and over the segment to that end, from x0 and from another
+    point of Φ, for the ℓ2, ℓ∞ and ℓ1 balls intersected with the box."""
+    rng = np.random.default_rng(1)
+    n, d, eps = 4, 12, 0.8
+    x0 = torch.as_tensor(rng.random((n, d)))
+    grad = torch.as_tensor(rng.normal(size=(n, d)))
+    attack = attacks.PGDLineSearch(norm=norm, eps=eps, lb=0.0, ub=1.0)
+    domain = attack.domain
+    lb, ub = domain.bounds(x0)
+    steps = pgd_line_search._Steps(domain, pgd_line_search.domain_kind(domain, attack.p), eps, x0, lb, ub)
+    best = steps.maximiser(grad)
+    assert bool(domain.contains(best, x0, tol=1e-12).all())
+    value = (best * grad).sum(1)
+    inside = domain.project(x0 + 0.3 * torch.as_tensor(rng.normal(size=(n, d))), x0)
+    for x in (x0, inside):
+        on_path, on_segment = _dense_path_maximum(domain, x, grad, x0)
+        assert bool((value >= on_path - 1e-9).all()) and bool((value >= on_segment - 1e-9).all())
+        torch.testing.assert_close(value, on_path, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(value, on_segment, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("norm, eps", [(2, 0.5), (2, 2.0), ("inf", 0.1), (1, 3.0)])
+@pytest.mark.parametrize("name", ["logistic_l", "svm_h", "ridge_h"])
+def test_linear_models_get_at_least_the_objective_of_the_grid_line_search(fitted, small_split, name, norm, eps):
+    """The closed form on a fitted binary linear model: one iteration, inside Φ, and per point at least the
+    objective of the line search of transferlab 0.1 (warm_grid=0: every candidate of the grid projected, 4
+    bisection rounds) and of the exact optimum."""
+    model = fitted[name]
+    X, y = small_split.test.X[:20], small_split.test.y[:20]
+    new = attacks.PGDLineSearch(norm=norm, eps=eps, lb=0.0, ub=1.0)
+    new.run(model, X, y)
+    old = attacks.PGDLineSearch(norm=norm, eps=eps, lb=0.0, ub=1.0, warm_grid=0, bisection=4)
+    old.run(model, X, y)
+    assert np.all(new.result_.objective >= old.result_.objective - 1e-9)
+    assert np.all(new.result_.iterations == 1)
+    assert bool(new.domain.contains(torch.as_tensor(new.result_.x_adv), torch.as_tensor(X), tol=1e-9).all())
+    if norm == 2:
+        w = model.coef_[1].cpu().numpy() - model.coef_[0].cpu().numpy()
+        optimum = model.loss(exact_linear_optimum(np.where(y == 1, -1.0, 1.0)[:, None] * w, X, eps), y)
+        np.testing.assert_allclose(new.result_.objective, optimum, rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", ["logistic_h", "svm_rbf_h", "nn_l"])
+def test_closed_forms_along_a_segment_equal_the_models_own_scores_and_gradients(fitted, small_split, name):
+    """The objective along (1 − α) x + α p and the gradient that the line search computes from its kept products
+    (an affine first layer, an RBF kernel's x·s and ‖x‖²) equal the model's direct scoring and autograd gradient;
+    after a move the kept products are those of the new points."""
+    model = fitted[name]
+    X = torch.as_tensor(small_split.test.X[:10])
+    y = torch.as_tensor(small_split.test.y[:10])
+    objective = attacks.Objective()
+    path = pgd_line_search.path_for(model, objective, X, y)
+    assert type(path) is not pgd_line_search._Path  # a closed form, not the generic scoring
+    end = torch.as_tensor(np.random.default_rng(0).random(X.shape))
+    rtol = 1e-9 if model.dtype == torch.float64 else 1e-4
+    torch.testing.assert_close(path.value, objective.value(model, X, y), rtol=rtol, atol=rtol)
+    torch.testing.assert_close(path.gradient(), objective.gradient(model, X, y), rtol=rtol, atol=rtol)
+    path.along(end)
+    alpha = torch.linspace(0, 1, 10, dtype=torch.float64)
+    points = torch.lerp(X, end, alpha[:, None])
+    torch.testing.assert_close(path.values(alpha), objective.value(model, points, y), rtol=rtol, atol=rtol)
+    grid = torch.tensor([1.0, 0.5, 0.125], dtype=torch.float64)
+    expected = torch.stack([objective.value(model, torch.lerp(X, end, a), y) for a in grid])
+    torch.testing.assert_close(path.grid_values(grid), expected, rtol=rtol, atol=rtol)
+    take = alpha > 0.5
+    path.move(torch.where(take, alpha, 0.0), take, path.values(alpha))
+    moved = torch.where(take[:, None], points, X)
+    torch.testing.assert_close(path.x, moved, rtol=0, atol=1e-12)
+    torch.testing.assert_close(path.gradient(take), objective.gradient(model, moved[take], y[take]), rtol=rtol,
+                               atol=rtol)
+
+
+@st.composite
+def attack_problem(draw):
+    norm = draw(st.sampled_from([2, "inf", 1]))
+    eps = draw(st.floats(0.05, 3, width=64))
+    pieces = draw(st.sampled_from(["box", "mask", "addition", "unbounded"]))
+    seed = draw(st.integers(0, 2 ** 16))
+    return norm, eps, pieces, seed
+
+
+_TOY = {}
+
+
+def _toy_models():
+    """A linear and an RBF SVM on 8 random features (fitted once: hypothesis draws only the threat model)."""
+    if not _TOY:
+        rng = np.random.default_rng(0)
+        X = rng.random((80, 8))
+        y = (X[:, :4].sum(1) > X[:, 4:].sum(1)).astype(int)
+        _TOY["X"] = X
+        _TOY["models"] = [models.create("logistic_l").fit(X, y), models.create("svm_rbf_h", gamma=2.0).fit(X, y)]
+        _TOY["y"] = y
+    return _TOY
+
+
+@settings(max_examples=30, deadline=None)
+@given(attack_problem())
+def test_every_result_stays_inside_the_constraint_set_and_never_lowers_the_objective(problem):
+    norm, eps, pieces, seed = problem
+    toy = _toy_models()
+    rng = np.random.default_rng(seed)
+    rows = rng.choice(len(toy["y"]), 6, replace=False)
+    X, y = toy["X"][rows], toy["y"][rows]
+    extra = {"box": (), "mask": (attacks.Mask(rng.random(8) < 0.6),), "addition": (attacks.FeatureAdditionOnly(),),
+             "unbounded": ()}[pieces]
+    lb, ub = (None, None) if pieces == "unbounded" else (0.0, 1.0)
+    for model in toy["models"]:
+        attack = attacks.PGDLineSearch(norm=norm, eps=eps, lb=lb, ub=ub, constraints=extra, max_iter=20)
+        X_adv = attack.run(model, X, y)
+        assert bool(attack.domain.contains(torch.as_tensor(X_adv), torch.as_tensor(X), tol=1e-9).all())
+        assert np.all(attack.result_.objective >= attack.result_.objective_start - 1e-9)
+
+
+def test_the_attack_runs_on_one_thread_and_restores_the_callers_setting(fitted, small_split):
+    model = fitted["svm_rbf_h"]
+    seen = []
+    scores = model.scores
+
+    def recording(X):
+        seen.append(torch.get_num_threads())
+        return scores(X)
+
+    model.scores = recording
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        attacks.PGDLineSearch(eps=1.0).run(model, small_split.test.X[:5], small_split.test.y[:5])
+        assert seen and set(seen) == {1} and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_each_point_set_is_scored_once(fitted, small_split):
+    """A run on a linear model scores the model twice: the attacked points (start value) and the crafted points
+    (their value and their success); the closed form needs no other forward pass."""
+    model = fitted["logistic_l"]
+    rows = []
+    scores = model.scores
+
+    def counting(X):
+        rows.append(X.shape[0])
+        return scores(X)
+
+    model.scores = counting
+    X, y = small_split.test.X[:30], small_split.test.y[:30]
+    attack = attacks.PGDLineSearch(eps=1.0)
+    attack.run(model, X, y)
+    assert rows == [30, 30]
+    assert np.array_equal(attack.result_.success, model.predict(attack.result_.x_adv) != y)
+    assert attack.objective == attacks.Objective()  # the remembering wrapper is gone after the run

@@ -29,10 +29,32 @@ class Objective:
     def sign(self) -> float:
         return -1.0 if self.targeted else 1.0
 
+    def of_scores(self, scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """A for each row from the model's decision scores (n, n_classes): the one definition of the objective,
+        used by :meth:`value` and by attacks that compute the scores along a path themselves. (The margin of two
+        classes, f_{1−y} − f_y, is computed directly: the same subtraction as the general formula, in fewer
+        operations.)"""
+        if self.loss == "margin" and scores.shape[1] == 2:
+            difference = scores[:, 1] - scores[:, 0]
+            return torch.where(labels == 0, difference, -difference) * self.sign
+        return self.sign * get_loss(self.loss)(scores, labels)
+
+    def success_of_scores(self, scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Whether the attack succeeded per row, from the decision scores (see :meth:`success`)."""
+        predicted = scores.argmax(1)
+        return predicted == labels if self.targeted else predicted != labels
+
+    def convex_for_linear_models(self, n_classes: int) -> bool:
+        """Whether A is convex in the scores, or a monotone function of one affine margin, so that for a model
+        whose scores are affine in x the maximiser of the linearised objective over a convex set never lowers A:
+        the untargeted margin (a maximum of affine functions) and cross-entropy (log-sum-exp minus an affine
+        function) are convex; with two classes every objective is a monotone function of f_1 − f_0."""
+        return n_classes == 2 or not self.targeted
+
     def value(self, model: Classifier, X: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """A(x) for each row (no gradient)."""
         with torch.no_grad():
-            return self.sign * get_loss(self.loss)(model.scores(X.to(model.dtype)), labels).to(X.dtype)
+            return self.of_scores(model.scores(X.to(model.dtype)), labels).to(X.dtype)
 
     def gradient(self, model: Classifier, X: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """∇_x A(x) for each row, in one batched call."""
@@ -41,5 +63,39 @@ class Objective:
     def success(self, model: Classifier, X: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Whether the attack succeeded per row (misclassified, or classified as the target)."""
         with torch.no_grad():
-            predicted = model.scores(X.to(model.dtype)).argmax(1)
-        return predicted == labels if self.targeted else predicted != labels
+            return self.success_of_scores(model.scores(X.to(model.dtype)), labels)
+
+
+class RememberedScores:
+    """An objective for one attack run that scores each tensor once: :meth:`value` and :meth:`success` of a tensor
+    already scored (the same object, not modified in place since) reuse its scores. An attack's run scores its
+    starting points for the start value and its crafted points for both the final value and the success; with this
+    each of them is scored once. Only for the span of one run on one model (the model must not change meanwhile);
+    everything else is the wrapped objective's."""
+
+    def __init__(self, objective: Objective, model: Classifier, keep: int = 2) -> None:
+        self.objective, self.model, self.keep = objective, model, keep
+        self._seen: list[tuple[torch.Tensor, int, torch.Tensor]] = []
+
+    def __getattr__(self, name: str):  # loss, targeted, sign, of_scores, ...
+        return getattr(self.objective, name)
+
+    def scores(self, model: Classifier, X: torch.Tensor) -> torch.Tensor:
+        if model is self.model:
+            for tensor, version, scores in self._seen:
+                if tensor is X and tensor._version == version:
+                    return scores
+        with torch.no_grad():
+            scores = model.scores(X.to(model.dtype))
+        if model is self.model:
+            self._seen = [(X, X._version, scores)] + self._seen[:self.keep - 1]
+        return scores
+
+    def value(self, model: Classifier, X: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.objective.of_scores(self.scores(model, X), labels).to(X.dtype)
+
+    def success(self, model: Classifier, X: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.objective.success_of_scores(self.scores(model, X), labels)
+
+    def gradient(self, model: Classifier, X: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.objective.gradient(model, X, labels)
