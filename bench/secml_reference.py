@@ -6,9 +6,12 @@ Not part of transferlab and never imported by it: the benches run it with a sepa
 
     SECML_PYTHON bench/secml_reference.py evasion|poisoning DATA.npz 'CONFIG-JSON'
 
-It imports only numpy, secml and the standard library. Inputs come in the .npz (float64 features in [lb, ub], labels
-0/1) and the JSON config; one JSON object goes to stdout (everything secml prints goes to stderr). Times cover the
-attack only (``attack.run``), never training or data loading: ``wall_s`` (perf_counter) and ``cpu_s`` (process_time).
+It imports only numpy, secml, the standard library and, for MLPs, torch if that Python has it (secml's own network
+classifier needs it: ``SECML_PYTHON -m pip install torch``, then ``SECML_PYTHON -m pip install setuptools==69.5.1``
+again, as ``import secml`` needs the old setuptools that torch's install replaces). Inputs come in the .npz (float64
+features in [lb, ub], labels 0/1) and the JSON config; one JSON object goes to stdout (everything secml prints goes
+to stderr). Times cover the attack only (``attack.run``), never training or data loading: ``wall_s``
+(perf_counter) and ``cpu_s`` (process_time).
 
 Model families (parameters as in transferlab's registry):
     svm        CClassifierSVM(C)                         (libsvm, linear kernel; primal for evasion, dual for
@@ -16,6 +19,11 @@ Model families (parameters as in transferlab's registry):
     svm_rbf    CClassifierSVM(C, kernel=CKernelRBF(gamma))
     logistic   CClassifierLogistic(C)                    (scikit-learn liblinear, secml's fixed choice)
     ridge      CClassifierRidge(alpha)                   (scikit-learn RidgeClassifier)
+and, for evasion on the very model transferlab attacks (its fitted parameters come in the .npz):
+    affine     scores x Wᵀ + b                           (transferlab's fitted linear SVM, logistic or ridge)
+    mlp        transferlab's fitted MLP as secml's CClassifierPyTorch when that Python has torch (secml imports
+               torchvision only for two names, which stand in where no matching torchvision exists), else its
+               layers with forward and backward in numpy
 """
 
 from __future__ import annotations
@@ -26,6 +34,112 @@ import sys
 import time
 
 import numpy as np
+
+
+def _torchvision_stand_in() -> None:
+    """secml 0.15.6's CClassifierPyTorch imports torchvision for two names only: the ResNet ``BasicBlock`` type (an
+    isinstance check when it lists a network's layers) and ``transforms.Lambda`` (reshaping rows to the input
+    shape). Where no torchvision matching the installed torch can be imported, these stand in for it."""
+    import types
+
+    try:
+        import torchvision  # noqa: F401
+
+        return
+    except Exception:  # absent, or built for another torch (its C++ operators fail to load)
+        for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
+            del sys.modules[name]
+
+    class BasicBlock:  # no layer of a transferlab MLP is one
+        pass
+
+    class Lambda:
+        def __init__(self, function):
+            self.function = function
+
+        def __call__(self, x):
+            return self.function(x)
+
+    modules = {name: types.ModuleType(name) for name in ("torchvision", "torchvision.models",
+                                                         "torchvision.models.resnet", "torchvision.transforms",
+                                                         "torchvision.transforms.transforms")}
+    modules["torchvision.models.resnet"].BasicBlock = BasicBlock
+    modules["torchvision.transforms.transforms"].Lambda = Lambda
+    modules["torchvision"].models, modules["torchvision"].transforms = modules["torchvision.models"], \
+        modules["torchvision.transforms"]
+    modules["torchvision.models"].resnet = modules["torchvision.models.resnet"]
+    modules["torchvision.transforms"].transforms = modules["torchvision.transforms.transforms"]
+    sys.modules.update(modules)
+
+
+def pytorch_classifier(spec: dict, data: dict):
+    """transferlab's fitted MLP as secml's own network classifier, CClassifierPyTorch (float32, as transferlab's);
+    None when this Python has no torch."""
+    try:
+        import torch
+        from torch import nn
+    except ImportError:
+        return None
+    _torchvision_stand_in()
+    from secml.array import CArray
+    from secml.ml.classifiers import CClassifierPyTorch
+
+    name = spec["name"]
+    layers = []
+    for k in range(spec["layers"]):
+        weight = torch.as_tensor(data[f"{name}__W{k}"], dtype=torch.float32)
+        linear = nn.Linear(weight.shape[1], weight.shape[0])
+        with torch.no_grad():
+            linear.weight.copy_(weight)
+            linear.bias.copy_(torch.as_tensor(data[f"{name}__b{k}"], dtype=torch.float32))
+        layers += [linear, nn.ReLU()]
+    network = nn.Sequential(*layers[:-1]).eval()
+    n_classes, n_features = data[f"{name}__W{spec['layers'] - 1}"].shape[0], data[f"{name}__W0"].shape[1]
+    return CClassifierPyTorch(model=network, input_shape=(n_features,), pretrained=True,
+                              pretrained_classes=CArray(np.arange(n_classes)), batch_size=128)
+
+
+def fixed_classifier(spec: dict, data: dict):
+    """A secml classifier with transferlab's fitted parameters (``affine``: W, b; ``mlp``: the layers' W_k, b_k,
+    when secml's CClassifierPyTorch is not available), differentiable as secml's own classifiers are: ``_forward``
+    gives the scores, ``_backward(w)`` the gradient of w·scores at the cached input, in numpy."""
+    from secml.array import CArray
+    from secml.ml.classifiers import CClassifier
+
+    name = spec["name"]
+    layers = [(data[f"{name}__W{k}"], data[f"{name}__b{k}"]) for k in range(spec["layers"])]
+
+    class CClassifierFixed(CClassifier):
+        __class_type = "transferlab-fixed"
+
+        def __init__(self):
+            super().__init__()
+            self._classes = CArray(np.arange(layers[-1][0].shape[0]))
+            self._n_features = layers[0][0].shape[1]
+
+        @property
+        def _grad_requires_forward(self):
+            return True  # the backward pass needs the hidden activations of the input
+
+        def _fit(self, x, y):
+            raise NotImplementedError("a fixed classifier is not trained")
+
+        def _forward(self, x):
+            a = x.tondarray()
+            self._masks = []
+            for weight, bias in layers[:-1]:
+                z = a @ weight.T + bias
+                self._masks.append(z > 0)
+                a = np.maximum(z, 0)
+            return CArray(a @ layers[-1][0].T + layers[-1][1])
+
+        def _backward(self, w):
+            g = w.tondarray().reshape(1, -1) @ layers[-1][0]
+            for (weight, _), mask in zip(reversed(layers[:-1]), reversed(self._masks)):
+                g = (g * mask) @ weight
+            return CArray(g.ravel())
+
+    return CClassifierFixed()
 
 
 def make_classifier(spec: dict, dual: bool = False):
@@ -64,24 +178,35 @@ def run_evasion(data, config: dict) -> dict:
     solver_params = config.get("solver_params") or None  # None: secml's defaults (COptimizerPGDLS)
     out = {}
     for spec in config["models"]:
-        clf = make_classifier(spec)
         start = time.perf_counter()
-        clf.fit(tr.X, tr.Y)
+        backend = {"svm": "CClassifierSVM", "svm_rbf": "CClassifierSVM (RBF)", "logistic": "CClassifierLogistic",
+                   "ridge": "CClassifierRidge", "affine": "affine", "mlp": "mlp"}[spec["family"]]
+        if spec["family"] == "mlp" and (clf := pytorch_classifier(spec, data)) is not None:
+            backend = "CClassifierPyTorch"
+        elif spec["family"] in ("affine", "mlp"):
+            clf = fixed_classifier(spec, data)
+            backend += " (numpy)"
+        else:
+            clf = make_classifier(spec)
+            clf.fit(tr.X, tr.Y)
         train_s = time.perf_counter() - start
-        double_init = bool(config.get("double_init")) and spec["family"] == "svm_rbf"
+        double_init = bool(config.get("double_init")) and spec["family"] in ("svm_rbf", "mlp")
         per_eps = {}
         for eps in config["eps"]:
             attack = CAttackEvasionPGDLS(classifier=clf, double_init_ds=tr if double_init else None,
                                          double_init=double_init, distance="l2", dmax=eps,
                                          lb=config["lb"], ub=config["ub"], y_target=None,
                                          solver_params=solver_params)
-            iterations = []
+            iterations, evaluations = [], [0, 0]
             inner = attack._run
 
-            def counted(*args, _inner=inner, _attack=attack, _iters=iterations, **kwargs):
+            def counted(*args, _inner=inner, _attack=attack, _iters=iterations, _evals=evaluations, **kwargs):
                 result = _inner(*args, **kwargs)
                 # iterations of the (last) solver run for this point; f_seq holds one value per iteration
                 _iters.append(int(_attack._solver.f_seq.size) - 1 if _attack._solver is not None else 0)
+                if _attack._solver is not None:  # the solver's own counts of objective and gradient evaluations
+                    _evals[0] += int(_attack._solver.f_eval)
+                    _evals[1] += int(_attack._solver.grad_eval)
                 return result
 
             attack._run = counted
@@ -98,12 +223,13 @@ def run_evasion(data, config: dict) -> dict:
                 "error": float(np.mean(y_adv != y_true)),
                 "error_recheck": float(np.mean(recheck != y_true)),
                 "mean_iterations": float(np.mean(iterations)) if iterations else 0.0,
+                "objective_evaluations": evaluations[0], "gradient_evaluations": evaluations[1],
                 "max_iterations_hit": int(sum(i >= attack._solver.max_iter - 1 for i in iterations)),
                 "max_perturbation": float(perturbation.max()) if perturbation.size else 0.0,
                 "min_x": float(adv_ds.X.min()), "max_x": float(adv_ds.X.max()),
             }
         out[spec["name"]] = {"train_s": train_s, "clean_error": error(clf, attacked), "eps": per_eps,
-                             "double_init": double_init}
+                             "double_init": double_init, "classifier": backend}
     return out
 
 
@@ -164,6 +290,12 @@ def main() -> None:
     task, path, config = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
     stdout = sys.stdout
     with contextlib.redirect_stdout(sys.stderr):  # whatever secml prints stays off the JSON channel
+        try:
+            import torch  # noqa: F401  with torch, secml.ml imports its PyTorch classifier, hence torchvision
+
+            _torchvision_stand_in()
+        except ImportError:
+            pass
         import secml
 
         with np.load(path) as npz:
@@ -199,6 +331,27 @@ def call(python: str, task: str, arrays: dict, config: dict, threads: int | None
         raise RuntimeError(f"{python} {os.path.basename(__file__)} {task} failed (exit {proc.returncode}):\n"
                            f"{proc.stderr[-4000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def fixed_spec(name: str, model) -> tuple[dict, dict] | None:
+    """The secml spec and arrays of transferlab's fitted ``model`` itself, for evasion: an ``affine`` classifier
+    for linear models (W, b), an ``mlp`` for MLPs (each Linear layer's W, b); None for other models."""
+    from transferlab.models.linear import LinearClassifier
+    from transferlab.models.neural import MLP
+
+    if isinstance(model, LinearClassifier):
+        layers = [(model.coef_, model.intercept_)]
+        family = "affine"
+    elif isinstance(model, MLP):
+        layers = [(m.weight, m.bias) for m in model.module_ if hasattr(m, "weight")]
+        family = "mlp"
+    else:
+        return None
+    arrays = {}
+    for k, (weight, bias) in enumerate(layers):
+        arrays[f"{name}__W{k}"] = weight.detach().double().cpu().numpy()
+        arrays[f"{name}__b{k}"] = bias.detach().double().cpu().numpy()
+    return {"name": name, "family": family, "layers": len(layers)}, arrays
 
 
 def spec_for(name: str) -> dict | None:
