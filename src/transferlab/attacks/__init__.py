@@ -1,5 +1,6 @@
 """Attacks: a registry of attack kinds and threat-model pieces (:mod:`transferlab.attacks.registry`), composable constraints with exact projections, objectives, and batched evasion attacks (the paper's
-Algorithm 1 :class:`PGDLineSearch`, :class:`PGD`, :class:`FGSM`, :class:`MIFGSM`)."""
+Algorithm 1 :class:`PGDLineSearch`, :class:`PGD`, :class:`FGSM`, :class:`MIFGSM`), and availability poisoning
+(:class:`Poisoning`, one module per surrogate family in :mod:`transferlab.attacks.poisoning`)."""
 
 from transferlab.attacks.base import AttackResult, EvasionAttack, steepest_direction
 from transferlab.attacks.constraints import (Ball, Binary, Box, Constraint, FeatureAdditionOnly, Intersection, L1Ball,
