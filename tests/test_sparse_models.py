@@ -13,7 +13,8 @@ import torch
 
 from transferlab import models
 from transferlab.errors import DataError
-from transferlab.models.base import check_X, sparse_linear, sparse_tensor
+from transferlab.models.inputs import check_X
+from transferlab.models.sparse import sparse_linear, sparse_tensor
 
 DREBIN_WIDTH = 545_334
 

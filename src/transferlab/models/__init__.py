@@ -5,7 +5,8 @@
 persist fitted models without pickle.
 """
 
-from transferlab.models.base import Classifier, Estimator, NotDifferentiableError, NotFittedError
+from transferlab.models.base import Classifier, NotDifferentiableError, NotFittedError
+from transferlab.models.estimator import Estimator
 from transferlab.models.ensemble import Ensemble
 from transferlab.models.forest import RandomForest
 from transferlab.models.io import load, save

@@ -17,7 +17,9 @@ import scipy.sparse as sp
 import torch
 
 from transferlab.errors import ConfigError, DataError
-from transferlab.models.base import SPARSE_BLOCK_ELEMENTS, Classifier, NotDifferentiableError, check_X
+from transferlab.models.base import Classifier, NotDifferentiableError
+from transferlab.models.inputs import check_X
+from transferlab.models.limits import SPARSE_BLOCK_ELEMENTS
 
 #: probabilities are clipped below at this value before their log is taken (scores of at least log(1e-12) ≈ −27.6)
 PROBABILITY_FLOOR = 1e-12

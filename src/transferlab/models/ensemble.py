@@ -31,7 +31,8 @@ import scipy.sparse as sp
 import torch
 
 from transferlab.errors import ConfigError
-from transferlab.models.base import Classifier, Estimator, NotDifferentiableError
+from transferlab.models.base import Classifier, NotDifferentiableError
+from transferlab.models.estimator import Estimator
 from transferlab.models.losses import get_loss
 
 COMBINE = ("loss", "normalized")

@@ -9,7 +9,9 @@ import torch
 from sklearn.ensemble import RandomForestClassifier
 
 from transferlab.errors import DataError
-from transferlab.models.base import SEED, Estimator, Layout, Param
+from transferlab.models.estimator import Estimator
+from transferlab.models.limits import Layout
+from transferlab.models.params import SEED, Param
 
 
 class RandomForest(Estimator):

@@ -6,7 +6,7 @@ A saved model is untrusted input, and :func:`load` checks it before it allocates
    :func:`save` writes; ``n_features``, ``n_classes`` and every parameter must be what the model's class allows
    (:meth:`~transferlab.models.base.Classifier.check_params`), and the weights a model of that class with these
    numbers holds (its :meth:`~transferlab.models.base.Classifier.state_layouts`) at most
-   :data:`~transferlab.models.base.MAX_PARAMETERS`;
+   :data:`~transferlab.models.limits.MAX_PARAMETERS`;
 2. ``weights.safetensors`` must be a regular file of at most :data:`MAX_WEIGHTS_BYTES` whose header (read first,
    at most :data:`MAX_HEADER_BYTES`) names exactly the tensors of one of the class's layouts, with their dtypes
    and shapes, laid out back to back to the end of the file;
@@ -31,8 +31,9 @@ import torch
 from safetensors.torch import save_file
 
 from transferlab.errors import ConfigError, DataError
-from transferlab.models.base import (MAX_CLASSES, MAX_FEATURES, MAX_PARAMETERS, Classifier, Layout, is_int,
-                                     as_tuple, layout_size)
+from transferlab.models.base import Classifier
+from transferlab.models.limits import MAX_CLASSES, MAX_FEATURES, MAX_PARAMETERS, Layout, layout_size
+from transferlab.models.params import as_tuple, is_int
 from transferlab.models.forest import RandomForest
 from transferlab.models.kernel import KernelSVM
 from transferlab.models.linear import LinearClassifier, LinearSVM, Logistic, Ridge

@@ -12,7 +12,9 @@ from sklearn.multiclass import OneVsRestClassifier
 from sklearn.svm import SVC
 
 from transferlab.errors import DataError
-from transferlab.models.base import Estimator, Layout, sparse_tensor
+from transferlab.models.estimator import Estimator
+from transferlab.models.limits import Layout
+from transferlab.models.sparse import sparse_tensor
 from transferlab.models.linear import POSITIVE
 
 

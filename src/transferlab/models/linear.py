@@ -14,7 +14,9 @@ from sklearn.linear_model import LogisticRegression, RidgeClassifier
 from sklearn.multiclass import OneVsRestClassifier
 from sklearn.svm import SVC
 
-from transferlab.models.base import Estimator, Layout, Param
+from transferlab.models.estimator import Estimator
+from transferlab.models.limits import Layout
+from transferlab.models.params import Param
 
 #: a penalty or regularisation strength
 POSITIVE = Param("real", 0, open_low=True)

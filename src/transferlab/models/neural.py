@@ -16,8 +16,11 @@ import torch
 from torch import nn
 
 from transferlab.errors import ConfigError
-from transferlab.models.base import (INT32_MAX, MAX_PARAMETERS, SEED, Estimator, Layout, Param, array_tensor,
-                                     layout_size, sparse_linear, sparse_tensor)
+from transferlab.models.estimator import Estimator
+from transferlab.models.inputs import array_tensor
+from transferlab.models.limits import INT32_MAX, MAX_PARAMETERS, Layout, layout_size
+from transferlab.models.params import SEED, Param
+from transferlab.models.sparse import sparse_linear, sparse_tensor
 
 
 class TorchNet(Estimator):
@@ -118,7 +121,7 @@ class MLP(TorchNet):
     """Multi-layer perceptron with ReLU hidden layers (the paper's NN: ``hidden=(200, 200)``).
 
     Sparse data (a scipy CSR matrix) is trained on, scored and differentiated without densifying it: the first
-    layer x W₁ᵀ + b₁ takes sparse rows (:func:`~transferlab.models.base.sparse_linear`).
+    layer x W₁ᵀ + b₁ takes sparse rows (:func:`~transferlab.models.sparse.sparse_linear`).
     """
 
     accepts_sparse = True

@@ -21,7 +21,9 @@ import scipy.sparse as sp
 import torch
 
 from transferlab.errors import ConfigError, DataError
-from transferlab.models.base import SPARSE_BLOCK_ELEMENTS, Classifier, NotDifferentiableError, check_X
+from transferlab.models.base import Classifier, NotDifferentiableError
+from transferlab.models.inputs import check_X
+from transferlab.models.limits import SPARSE_BLOCK_ELEMENTS
 from transferlab.models.blackbox import PROBABILITY_FLOOR
 from transferlab.models.onnx_torch import model_input, parse_model
 

@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 
 from transferlab.errors import ConfigError
-from transferlab.models.base import Estimator, as_tuple
+from transferlab.models.estimator import Estimator
+from transferlab.models.params import as_tuple
 from transferlab.models.forest import RandomForest
 from transferlab.models.kernel import KernelSVM
 from transferlab.models.linear import LinearSVM, Logistic, Ridge
@@ -68,7 +69,7 @@ def create(name: str, **overrides: Any) -> Estimator:
 
 def check_overrides(name: str, overrides: Any, where: str | None = None) -> None:
     """Overrides of a registry model's parameters, checked before any training: every key must be a parameter of
-    the model and every value one its class allows (the class's table of :class:`~transferlab.models.base.Param`
+    the model and every value one its class allows (the class's table of :class:`~transferlab.models.params.Param`
     rules, :meth:`~transferlab.models.base.Classifier.param_rules`: ``C: -1``, ``C: null`` or ``n_estimators: 0``
     are errors naming the parameter). ``where`` names them in messages (default: the config's
     ``model_overrides.<name>``)."""
