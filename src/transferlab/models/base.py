@@ -204,11 +204,18 @@ class Classifier(BaseEstimator):
         """Scores of checked dense float64 rows."""
         return self._score_tensor(array_tensor(X, self.dtype, self.torch_device))
 
+    @property
+    def rows_per_call(self) -> int:
+        """Rows of dense X per torch call when scoring or differentiating: ``batch_size`` (a model whose kernels run
+        faster on smaller blocks, the CNN on the CPU, takes fewer)."""
+        return self.batch_size
+
     def _score_tensor(self, X: torch.Tensor) -> np.ndarray:
-        """Scores of a tensor of rows, ``batch_size`` rows per torch call, as float64."""
+        """Scores of a tensor of rows, :attr:`rows_per_call` rows per torch call, as float64."""
         X = X.to(device=self.torch_device, dtype=self.dtype)
+        rows = self.rows_per_call
         with torch.no_grad():
-            parts = [self.scores(X[i:i + self.batch_size]) for i in range(0, X.shape[0], self.batch_size)]
+            parts = [self.scores(X[i:i + rows]) for i in range(0, X.shape[0], rows)]
         return torch.cat(parts).double().cpu().numpy() if parts else np.zeros((0, self.n_classes_))
 
     def predict(self, X: Any) -> np.ndarray:
@@ -296,14 +303,16 @@ class Classifier(BaseEstimator):
         ``y`` are score columns (indices 0..n_classes_-1), as :meth:`loss_tensor` takes them."""
         self._require_gradient()
         loss_fn = get_loss(loss)
-        grads = []
-        for i in range(0, X.shape[0], self.batch_size):
-            xb = X[i:i + self.batch_size].detach().to(self.dtype).requires_grad_(True)
+        if X.shape[0] == 0:
+            return torch.zeros_like(X)
+        out = torch.empty(X.shape, dtype=self.dtype, device=X.device)
+        rows = self.rows_per_call
+        for i in range(0, X.shape[0], rows):
+            xb = X[i:i + rows].detach().to(self.dtype).requires_grad_(True)
             with torch.enable_grad():
-                value = loss_fn(self.scores(xb), y[i:i + self.batch_size]).sum()
-                (grad,) = torch.autograd.grad(value, xb)
-            grads.append(grad)
-        return torch.cat(grads) if grads else torch.zeros_like(X)
+                value = loss_fn(self.scores(xb), y[i:i + rows]).sum()
+                (out[i:i + rows],) = torch.autograd.grad(value, xb)
+        return out
 
     # ---- persistence -------------------------------------------------------------------------------------
     def state_layouts(self) -> list[Layout]:

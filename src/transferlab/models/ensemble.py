@@ -137,9 +137,10 @@ class Ensemble(Estimator):
         terms, grads = [], []
         for member in self.members:
             values, member_grads = [], []
-            for i in range(0, X.shape[0], member.batch_size):
-                xb = X[i:i + member.batch_size].to(device=member.torch_device, dtype=member.dtype)
-                yb = y[i:i + member.batch_size].to(member.torch_device)
+            rows = member.rows_per_call
+            for i in range(0, X.shape[0], rows):
+                xb = X[i:i + rows].to(device=member.torch_device, dtype=member.dtype)
+                yb = y[i:i + rows].to(member.torch_device)
                 xb.requires_grad_(True)
                 with torch.enable_grad():
                     value = loss_fn(member.scores(xb), yb)
