@@ -73,9 +73,10 @@ def test_tiny_run_produces_every_output(tiny_run):
 
 def test_white_box_diagonal_equals_the_security_curve_and_self_alignment_is_one(tiny_run):
     config = parse_config(TINY)
-    from transferlab.experiments import common, evasion
+    from transferlab.experiments import evasion
+    from transferlab.experiments.data import load_split
 
-    split = common.load_split(config, 1)
+    split = load_split(config, 1)
     model = models.load(tiny_run / "models/r1/target/svm_rbf_h")
     attack = evasion.make_attack(config, 1.0)
     curve = attacks.security_curve(attack, model, split.test.X, split.test.y, eps=config.attack.eps)

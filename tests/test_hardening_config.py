@@ -28,7 +28,7 @@ from test_hardening import TINY, _assert_one_line, _cli, _write
 from transferlab import attacks, datasets, models
 from transferlab.attacks import Box, FeatureAdditionOnly, L1Ball, L2Ball, LinfBall, Mask, Quantize
 from transferlab.errors import ConfigError, DataError
-from transferlab.experiments import common
+from transferlab.experiments import artifacts, common
 from transferlab.experiments.config import NAME_PATTERN, check_name, parse_config
 from transferlab.experiments.runner import run_experiment
 
@@ -454,12 +454,13 @@ def test_a_link_planted_during_a_run_is_refused_where_the_run_writes(tmp_path, f
     shutil.rmtree(run / "models/r0/target/logistic_l")
     (run / "models/r0/target/logistic_l").symlink_to(sentinel / "r0/target/logistic_l")
     with pytest.raises(DataError, match="is a symbolic link"):
-        common.save_model(model, run, "models/r0/target/logistic_l")
+        artifacts.write_artifact(run, "models/r0/target/logistic_l", artifacts.ModelArtifact.of(model))
     shutil.rmtree(run / "points")
     (run / "points").symlink_to(sentinel)
     cell = common.Cell("craft", 0, "logistic_l", common.TRANSFER, 1.0)
     with pytest.raises(DataError, match="is a symbolic link"):
-        common.save_points(run, cell, eps_0=np.zeros((1, 2), np.float32))
+        artifacts.write_artifact(run, artifacts.points_file(cell),
+                                 artifacts.points_artifact(eps_0=np.zeros((1, 2), np.float32)))
     from transferlab.report import build_report
 
     shutil.rmtree(run / "figures", ignore_errors=True)
@@ -467,7 +468,7 @@ def test_a_link_planted_during_a_run_is_refused_where_the_run_writes(tmp_path, f
     with pytest.raises(DataError, match="is a symbolic link"):
         build_report(run)
     with pytest.raises(DataError, match="names are never paths"):
-        common.save_model(model, run, "models/../../escaped")
+        artifacts.write_artifact(run, "models/../../escaped", artifacts.ModelArtifact.of(model))
     assert _snapshot(sentinel) == before
     assert not (tmp_path / "escaped").exists()
 

@@ -22,7 +22,8 @@ from drebin_data import write_drebin_csv
 from tables import read_csv
 from transferlab import datasets, models
 from transferlab.errors import ConfigError, DataError
-from transferlab.experiments import common, evasion, runner
+from transferlab.experiments import artifacts, common, evasion, runner, saved
+from transferlab.experiments.data import load_split
 from transferlab.experiments.config import parse_config
 from transferlab.report import build_report
 
@@ -105,7 +106,7 @@ def test_saved_models_are_targets_and_a_saved_pipeline_a_surrogate(mnist_run, mn
     # white-box cells for the differentiable targets only: never for a forest or a black box
     assert {r["target"] for r in results if r["setting"] == "white-box"} == {"logistic_l", "pipe"}
     # the clean error of each saved model is its own estimator's error on the test points, labels by class name
-    test = common.load_split(config, 0).test
+    test = load_split(config, 0).test
     names = np.asarray(datasets.load("mnist89").classes)[test.y]
     for name in ("pipe", "forest", "lgbm"):
         clean = {float(r["error"]) for r in transfer if r["target"] == name and float(r["budget"]) == 0}
@@ -125,7 +126,7 @@ def test_saved_models_are_targets_and_a_saved_pipeline_a_surrogate(mnist_run, mn
     X = test.X[:5]
     for name in ("pipe", "forest", "lgbm"):
         copy = models.load(out / "models/r0/target" / name)
-        np.testing.assert_allclose(copy.decision_function(X), common.load_saved(config, name).decision_function(X),
+        np.testing.assert_allclose(copy.decision_function(X), saved.load_saved(config, name).decision_function(X),
                                    rtol=1e-6, atol=1e-6)
 
 
@@ -226,20 +227,20 @@ def test_black_box_detectors_at_a_fixed_fpr_use_the_positive_class_score(malware
     columns; the threshold holds the asked FPR on the calibration data, and the clean evasion rate is the share of
     test malware scored at or below it."""
     out, config, own = malware
-    split = common.load_split(config, 0)
+    split = load_split(config, 0)
     positive = evasion._positive(config)
     assert positive == 1  # malware
     malware_rows = split.test.subset(np.flatnonzero(split.test.y == positive))
     results = read_csv(out / "results.csv")
     for name in ("forest", "lgbm", "pipe"):
-        model = common.load_saved(config, name)
+        model = saved.load_saved(config, name)
         X = split.validation.X
         p = np.clip(own[name].predict_proba(X.toarray()), 1e-12, None)
         expected = np.log(p[:, 1]) - np.log(p[:, 0]) if name != "pipe" else own[name].decision_function(X.toarray())
         tolerance = 1e-4 if name == "lgbm" else 1e-8  # ONNX Runtime computes in float32
         np.testing.assert_allclose(evasion.detection_score(model, X, positive), expected, rtol=tolerance,
                                    atol=tolerance)
-        threshold = common.load_extra(out, common.Cell("train", 0, name, "target"))["threshold"]
+        threshold = artifacts.load_extra(out, common.Cell("train", 0, name, "target"))["threshold"]
         negatives = split.validation.X[split.validation.y != positive]
         assert np.mean(evasion.detection_score(model, negatives, positive) > threshold) <= 0.05
         flagged = evasion.detection_score(model, malware_rows.X, positive) > threshold
@@ -250,11 +251,11 @@ def test_black_box_detectors_at_a_fixed_fpr_use_the_positive_class_score(malware
 
 def test_sparse_points_stay_sparse_and_only_gain_features(malware):
     out, config, _ = malware
-    split = common.load_split(config, 0)
+    split = load_split(config, 0)
     x0 = split.test.X[split.test.y == 1]
     with np.load(out / "points" / "r0_transfer_logistic_h_f1.npz") as npz:
         assert "eps_3" not in npz  # stored as CSR parts, not as a dense matrix
-        points = {b: common.read_points(npz, f"eps_{b}") for b in (0, 1, 3)}
+        points = {b: artifacts.read_points(npz, f"eps_{b}") for b in (0, 1, 3)}
         assert all(sp.issparse(v) for v in points.values())
     assert (points[0] != x0).nnz == 0
     for budget in (1, 3):
@@ -265,10 +266,10 @@ def test_sparse_points_stay_sparse_and_only_gain_features(malware):
 def test_gradient_metrics_in_row_blocks_equal_the_whole(monkeypatch, malware):
     """S and R of wide data go through the gradients a block of rows at a time; the result is the whole's."""
     out, config, _ = malware
-    split = common.load_split(config, 0)
+    split = load_split(config, 0)
     X, y = split.test.X, split.test.y
-    source = common.load_trained(out, config, common.Cell("train", 0, "svm_l", "target"))
-    targets = {n: (common.load_trained(out, config, common.Cell("train", 0, n, "target")), None)
+    source = artifacts.load_trained(out, config, common.Cell("train", 0, "svm_l", "target"))
+    targets = {n: (artifacts.load_trained(out, config, common.Cell("train", 0, n, "target")), None)
                for n in ("svm_l", "pipe")}
     whole = evasion.size_and_alignment(source, targets, X, y, "margin", np.inf)
     monkeypatch.setattr(evasion, "GRADIENT_BLOCK_ELEMENTS", 7 * X.shape[1])  # blocks of 7 rows
@@ -302,7 +303,7 @@ def test_a_saved_recipe_is_retrained_on_the_poisoned_data(tmp_path, mnist_models
     out = runner.run_experiment(config, tmp_path / "run", show_progress=False)
     build_report(out)
     results = read_csv(out / "results.csv")
-    split = common.load_split(config, 0)
+    split = load_split(config, 0)
     assert {r["target"] for r in results if r["setting"] == "white-box"} == {"logistic_l"}
     # clean: the recipe fitted on the target's data; poisoned: on the target's data plus the crafted points
     clean = clone(recipe).fit(split.target.X, split.target.y)
@@ -314,9 +315,9 @@ def test_a_saved_recipe_is_retrained_on_the_poisoned_data(tmp_path, mnist_models
     row = next(r for r in results if r["setting"] == "transfer" and r["target"] == "recipe")
     assert float(row["error"]) == pytest.approx(float(np.mean(poisoned.predict(split.test.X) != split.test.y)),
                                                 abs=1e-12)
-    forest = common.retrainable_target(config, "forest", 0)
-    assert forest.estimator.random_state == common.recipe_seed(config, 0)
-    assert common.retrainable_target(config, "forest", 1).estimator.random_state == common.recipe_seed(config, 1)
+    forest = saved.retrainable_target(config, "forest", 0)
+    assert forest.estimator.random_state == saved.recipe_seed(config, 0)
+    assert saved.retrainable_target(config, "forest", 1).estimator.random_state == saved.recipe_seed(config, 1)
     refit = clone(forest.estimator).fit(np.vstack([split.target.X, X_p]), np.r_[split.target.y, y_p])
     row = next(r for r in results if r["setting"] == "transfer" and r["target"] == "forest")
     assert float(row["error"]) == pytest.approx(float(np.mean(refit.predict(split.test.X) != split.test.y)),
@@ -334,7 +335,7 @@ def test_model_overrides_seed_and_device_are_used_as_given():
     seeded = parse_config({**base, "model_overrides": {"nn_h": {"epochs": 1, "seed": 5}}})
     assert {common.create_model(seeded, "nn_h", r, d).seed for r in (0, 1) for d in (0, 3)} == {5}
     data = datasets.split(datasets.load("mnist89"), 40, 40, 10, seed=0).target
-    trained = common.obtain_model(seeded, "nn_h", 1, 0, data)
+    trained = saved.obtain_model(seeded, "nn_h", 1, 0, data)
     own = models.create("nn_h", epochs=1, seed=5).fit(data.X, data.y)
     np.testing.assert_array_equal(trained.decision_function(data.X), own.decision_function(data.X))
     placed = parse_config({**base, "model_overrides": {"nn_h": {"device": "cuda"}}})

@@ -203,7 +203,8 @@ def audit_run(run_dir: Any, target: str, repetition: int = 0, fraction: float | 
     gets the run's measured transfer rates, V, and a note that S, R and the prediction need a gradient."""
     from pathlib import Path
 
-    from transferlab.experiments import common, evasion
+    from transferlab.experiments import artifacts, common, evasion
+    from transferlab.experiments.data import load_dataset, load_split
     from transferlab.experiments.config import parse_config
     from transferlab.experiments.store import Store
 
@@ -234,12 +235,15 @@ def audit_run(run_dir: Any, target: str, repetition: int = 0, fraction: float | 
             raise ConfigError(f"--surrogates: {name!r} is not a surrogate of this run; its surrogates are "
                               f"{', '.join(config.surrogates)}")
     budgets = _budgets(eps, config)
-    split = common.load_split(config, repetition)
-    label = evasion.attacked_label(config, common.load_dataset(config))
+    split = load_split(config, repetition)
+    label = evasion.attacked_label(config, load_dataset(config))
     test = split.test if label is None else split.test.subset(np.flatnonzero(split.test.y == label))
     X, y = test.X, test.y
-    target_model = common.load_model(run_dir, common.Cell("train", repetition, target, "target"), "cpu")
-    models_by_name = {name: [common.load_surrogate(run_dir, config, repetition, name, float(fraction), d)
+    target_model = artifacts.load_model(run_dir, common.target_cell(repetition, target), "cpu")
+    stored = lambda cell: artifacts.load_trained(run_dir, config, cell)  # noqa: E731
+    models_by_name = {name: [common.assemble_surrogate(config, common.surrogate_cells(config, repetition, name,
+                                                                                      float(fraction), d),
+                                                       stored, name)
                              for d in range(common.draws_of(config, name, config.variance.n_surrogates))]
                       for name in names}
     rows = audit(target_model, models_by_name, X, y, budgets, config.attack.norm, config.attack.loss)
@@ -263,7 +267,9 @@ def audit_config(config: Any, target: str, surrogates: Sequence[str] | str | Non
     count is checked before anything is trained. A target without input gradient gets rows with S, R and the
     prediction undefined and a note (nothing was attacked: audit a finished run to see its measured transfer)."""
     from transferlab.experiments import common, evasion
+    from transferlab.experiments.data import load_dataset, load_split
     from transferlab.experiments.config import ExperimentConfig
+    from transferlab.experiments.saved import obtain_model
     from transferlab.models import MODELS, Ensemble
 
     if not isinstance(config, ExperimentConfig):
@@ -289,12 +295,12 @@ def audit_config(config: Any, target: str, surrogates: Sequence[str] | str | Non
             raise ConfigError(f"--surrogates: {name!r} has no input gradient: a surrogate crafts attacks along its "
                               "gradient; audit differentiable surrogates (a model without gradient can only be a "
                               "target)")
-    split = common.load_split(config, repetition)
-    label = evasion.attacked_label(config, common.load_dataset(config))
+    split = load_split(config, repetition)
+    label = evasion.attacked_label(config, load_dataset(config))
     test = split.test if label is None else split.test.subset(np.flatnonzero(split.test.y == label))
     test = test.subset(np.arange(min(n_points, len(test))))
     X, y = test.X, test.y
-    target_model = common.obtain_model(config, target, repetition, 0, split.target)
+    target_model = obtain_model(config, target, repetition, 0, split.target)
     models_by_name = {}
     for name in names:
         draws = []
@@ -302,10 +308,10 @@ def audit_config(config: Any, target: str, surrogates: Sequence[str] | str | Non
             data = split.surrogate_subsample(1.0, d)
             if name in config.ensembles:
                 spec = config.ensembles[name]
-                draws.append(Ensemble([common.obtain_model(config, m, repetition, d, data) for m in spec.members],
+                draws.append(Ensemble([obtain_model(config, m, repetition, d, data) for m in spec.members],
                                       combine=spec.combine))
             else:
-                draws.append(common.obtain_model(config, name, repetition, d, data))
+                draws.append(obtain_model(config, name, repetition, d, data))
         models_by_name[name] = draws
     rows = audit(target_model, models_by_name, X, y, budgets, config.attack.norm, config.attack.loss)
     for row in rows:

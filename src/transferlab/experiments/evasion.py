@@ -2,7 +2,7 @@
 
 Stages (each depends only on earlier ones):
 1. ``train``: fit one model (a target on the target data; a surrogate on a fraction of the surrogate data, draw 0
-   being the surrogate itself and draws 1.. the resampled surrogates for V) and save it. With ``detector.fpr`` a
+   being the surrogate itself and draws 1.. the resampled surrogates for V) and return it. With ``detector.fpr`` a
    target also gets its threshold, set on its clean scores of the negative class in the split's validation part
    (the defender's calibration data) or, when the split has none, in its training data — an overfit model
    separates its own training data too well for that to hold on new data.
@@ -17,8 +17,7 @@ specific to a dataset.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import scipy.sparse as sp
@@ -26,11 +25,12 @@ import scipy.sparse as sp
 from transferlab import attacks, datasets, metrics, models
 from transferlab.attacks.constraints import dual_norm, parse_norm
 from transferlab.errors import ConfigError, DataError
-from transferlab.experiments.common import (TRANSFER, WHITE_BOX, Cell, cached, check_devices, check_model_sizes,
-                                            check_saved_models, create_model, draws_of, is_differentiable,
-                                            load_dataset, load_extra, load_split, load_surrogate, load_trained,
-                                            model_folder, obtain_model, point_arrays, save_model, save_points,
-                                            train_cells)
+from transferlab.experiments.artifacts import ModelArtifact, point_arrays, points_artifact, points_file
+from transferlab.experiments.common import (TRANSFER, WHITE_BOX, Cell, assemble_surrogate, check_devices,
+                                            check_model_sizes, create_model, draws_of, model_folder,
+                                            surrogate_cells, target_cell, train_cells, trained_model)
+from transferlab.experiments.data import cached, load_dataset, load_split
+from transferlab.experiments.saved import check_saved_models, is_differentiable, obtain_model
 from transferlab.experiments.config import ExperimentConfig
 
 
@@ -178,11 +178,25 @@ def decide(model: models.Classifier, X: Any, threshold: float | None, positive: 
 
 
 # ---- cells -----------------------------------------------------------------------------------------------
-def run_cell(run_dir: Path, config: ExperimentConfig, cell: Cell):
-    return {"train": train, "craft": craft, "sweep": sweep}[cell.stage](run_dir, config, cell)
+def needs(config: ExperimentConfig, cell: Cell) -> list[Cell]:
+    """The train cells whose models ``cell`` takes as inputs: a white-box craft cell its target; a transfer craft
+    cell its surrogate's draws (an ensemble's members) and every target."""
+    if cell.stage != "craft":
+        return []
+    if cell.role == WHITE_BOX:
+        return [target_cell(cell.repetition, cell.model)]
+    draws = range(draws_of(config, cell.model, config.variance.n_surrogates))
+    return [*(c for d in draws for c in surrogate_cells(config, cell.repetition, cell.model, cell.fraction, d)),
+            *(target_cell(cell.repetition, t) for t in config.targets)]
 
 
-def train(run_dir: Path, config: ExperimentConfig, cell: Cell):
+def run_cell(config: ExperimentConfig, cell: Cell, inputs: Mapping[str, ModelArtifact]):
+    """Compute ``cell`` from the trained models it needs (``inputs``: {cell id: ModelArtifact}, see
+    :func:`needs`); returns (info, rows, artifacts)."""
+    return {"train": train, "craft": craft, "sweep": sweep}[cell.stage](config, cell, inputs)
+
+
+def train(config: ExperimentConfig, cell: Cell, inputs: Mapping[str, ModelArtifact]):
     split = load_split(config, cell.repetition)
     data = split.target if cell.role == "target" else split.surrogate_subsample(cell.fraction, cell.draw)
     model = obtain_model(config, cell.model, cell.repetition, cell.draw, data)
@@ -197,7 +211,7 @@ def train(run_dir: Path, config: ExperimentConfig, cell: Cell):
         info["test_fpr"] = float(np.mean(decide(model, split.test.X[negatives], threshold, positive) == positive))
         info["threshold"] = threshold
         extra = {"threshold": threshold, "positive": positive}
-    return save_model(model, run_dir, model_folder(cell), extra), info, {}
+    return info, {}, {model_folder(cell): ModelArtifact.of(model, extra)}
 
 
 def _positive(config: ExperimentConfig) -> int:
@@ -206,7 +220,7 @@ def _positive(config: ExperimentConfig) -> int:
     return 1 if label is None else label
 
 
-def craft(run_dir: Path, config: ExperimentConfig, cell: Cell):
+def craft(config: ExperimentConfig, cell: Cell, inputs: Mapping[str, ModelArtifact]):
     """Craft the attacks of one source model at every budget and evaluate every target on them.
 
     Sparse test data stay sparse: targets score the clean and crafted points as scipy CSR rows (crafted points are
@@ -220,13 +234,11 @@ def craft(run_dir: Path, config: ExperimentConfig, cell: Cell):
     mask = manipulable(config, split.test)
     loss, q = config.attack.loss, dual_norm(parse_norm(config.attack.norm))
     if cell.role == WHITE_BOX:
-        source_cell = Cell("train", cell.repetition, cell.model, "target")
         source_data, target_names, fraction = split.target, [cell.model], None
+        source = trained_model(config, inputs, target_cell(cell.repetition, cell.model))
     else:
-        source_cell = None
         source_data, target_names, fraction = split.surrogate_subsample(cell.fraction), config.targets, cell.fraction
-    source = load_trained(run_dir, config, source_cell) if source_cell is not None else \
-        load_surrogate(run_dir, config, cell.repetition, cell.model, cell.fraction, 0)
+        source = _surrogate(config, inputs, cell, 0)
     double_init = cell.model in config.attack.double_init
     crafted: dict[float, Any] = {}
     previous = attacked = None
@@ -250,8 +262,7 @@ def craft(run_dir: Path, config: ExperimentConfig, cell: Cell):
     variance = float("nan")
     if cell.role == TRANSFER:
         n_draws = draws_of(config, cell.model, config.variance.n_surrogates)
-        draws = [source] + [load_surrogate(run_dir, config, cell.repetition, cell.model, cell.fraction, d)
-                            for d in range(1, n_draws)]
+        draws = [source] + [_surrogate(config, inputs, cell, d) for d in range(1, n_draws)]
         if len(draws) > 1:
             variance = metrics.loss_variance(np.stack([m.loss(X, y, loss) for m in draws]))
     results, metric_rows = [], []
@@ -259,12 +270,12 @@ def craft(run_dir: Path, config: ExperimentConfig, cell: Cell):
     positive = _positive(config)
     differentiable: dict[str, tuple[models.Classifier, np.ndarray | None]] = {}
     for name in target_names:
-        target_cell = Cell("train", cell.repetition, name, "target")
-        threshold = load_extra(run_dir, target_cell).get("threshold")
+        trained = target_cell(cell.repetition, name)
+        threshold = (inputs[trained.cell_id].extra or {}).get("threshold")
         if cell.role == WHITE_BOX:
             target, target_grad, clean = source, None, None
         else:
-            target, target_grad, clean = _target_state(run_dir, config, target_cell, X, y, threshold, positive)
+            target, target_grad, clean = _target_state(config, inputs, trained, X, y, threshold, positive)
         for eps, X_adv in crafted.items():
             predicted = clean if (eps == 0 and clean is not None) else decide(target, X_adv, threshold, positive)
             error = metrics.transfer_rate(predicted, y)
@@ -278,35 +289,43 @@ def craft(run_dir: Path, config: ExperimentConfig, cell: Cell):
         s_value, r_value = gradients.get(name, (float("nan"), float("nan")))
         metric_rows.append({**base, "target": name, "setting": cell.role, "S": s_value, "R": r_value,
                             "V": variance})
-    files = {}
+    artifacts = {}
     if config.keep_points:
         arrays = {}
         for eps, points in crafted.items():
             arrays.update(point_arrays(f"eps_{eps:g}", points))
-        files = save_points(run_dir, cell, load_dataset(config).image_shape, y=y, **arrays)
-    return files, {"n_points": len(y)}, {"results": results, "metrics": metric_rows}
+        artifacts[points_file(cell)] = points_artifact(load_dataset(config).image_shape, y=y, **arrays)
+    return {"n_points": len(y)}, {"results": results, "metrics": metric_rows}, artifacts
 
 
-def _target_state(run_dir: Path, config: ExperimentConfig, target_cell: Cell, X: Any, y: np.ndarray,
-                  threshold: float | None, positive: int) -> tuple[models.Classifier, np.ndarray | None, np.ndarray]:
+def _surrogate(config: ExperimentConfig, inputs: Mapping[str, ModelArtifact], cell: Cell, draw: int
+               ) -> models.Classifier:
+    """Draw ``draw`` of a transfer cell's surrogate, from its inputs (an ensemble assembled from its members)."""
+    cells = surrogate_cells(config, cell.repetition, cell.model, cell.fraction, draw)
+    return assemble_surrogate(config, cells, lambda c: trained_model(config, inputs, c), cell.model)
+
+
+def _target_state(config: ExperimentConfig, inputs: Mapping[str, ModelArtifact], trained: Cell, X: Any,
+                  y: np.ndarray, threshold: float | None, positive: int) -> tuple[models.Classifier, np.ndarray | None, np.ndarray]:
     """A trained target, its input gradient (when it has one and it fits in one block of
     :data:`GRADIENT_BLOCK_ELEMENTS`; else None, and S and R compute it a block at a time) and its decisions at the
     clean attacked points, computed once per process and repetition (every transfer cell of a repetition
     evaluates the same targets on the same points)."""
     def make():
-        target = load_trained(run_dir, config, target_cell)
+        target = trained_model(config, inputs, trained)
         fits = len(row_blocks(X.shape[0], X.shape[1])) == 1
         gradient = target.input_gradient(X, y, config.attack.loss) if target.differentiable and fits else None
         return target, gradient, decide(target, X, threshold, positive)
 
     # one entry per repetition in the process's small data cache: a new repetition's targets replace the last's
-    targets = cached(("targets", str(run_dir), config.identity_hash(), target_cell.repetition), dict)
-    if target_cell.model not in targets:
-        targets[target_cell.model] = make()
-    return targets[target_cell.model]
+    targets = cached(("targets", config.identity_hash(), trained.repetition), dict)
+    key = (trained.model, inputs[trained.cell_id].digest)
+    if key not in targets:
+        targets[key] = make()
+    return targets[key]
 
 
-def sweep(run_dir: Path, config: ExperimentConfig, cell: Cell):
+def sweep(config: ExperimentConfig, cell: Cell, inputs: Mapping[str, ModelArtifact]):
     split = load_split(config, cell.repetition)
     X, y = split.test.X, split.test.y
     model = create_model(config, "nn_h", cell.repetition, weight_decay=cell.weight_decay)
@@ -318,4 +337,4 @@ def sweep(run_dir: Path, config: ExperimentConfig, cell: Cell):
     s_value = size_and_alignment(model, {"nn_h": (model, None)}, X, y, config.attack.loss, q)["nn_h"][0]
     row = {"repetition": cell.repetition, "weight_decay": cell.weight_decay, "budget": eps,
            "error": attack.result_.error, "S": s_value}
-    return {}, {}, {"sweep": [row]}
+    return {}, {"sweep": [row]}, {}

@@ -1,5 +1,9 @@
 """Where cells run: inline, in local worker processes, or on a Dask cluster. Every executor takes the parsed
-config and the cells to run, and yields each cell's output as it finishes (in any order); the runner records it."""
+config, the stages of cells to run and a way to read back a stored model, and yields each cell's output as it
+finishes (in any order); the runner, the run folder's one writer, stores it. No executor hands a cell the run
+folder: a cell receives the trained models it needs (its kind's ``needs``) as artifacts — the futures of the cells
+that make them on Dask, the parent's read-back of what the runner stored otherwise (and for models a previous run
+stored) — so Dask workers need no shared filesystem."""
 
 from __future__ import annotations
 
@@ -7,18 +11,22 @@ import multiprocessing
 import os
 import re
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from itertools import islice
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 from threadpoolctl import threadpool_limits
 
 from transferlab.errors import ConfigError
 from transferlab.experiments import evasion, poisoning
+from transferlab.experiments.artifacts import ModelArtifact
 from transferlab.experiments.common import Cell, CellOutput
 from transferlab.experiments.config import ExperimentConfig
 from transferlab.experiments.lifeline import end_with_parent
+
+#: reads back the stored model of a train cell (the runner's :func:`~transferlab.experiments.artifacts.read_model`)
+Stored = Callable[[Cell], ModelArtifact]
 
 #: experiment kind -> the module with its ``plan``, ``check_data`` and ``run_cell``
 KINDS = {"evasion": evasion, "poisoning": poisoning}
@@ -66,38 +74,67 @@ def tune_malloc() -> None:
         pass
 
 
-def execute(run_dir: str, config: ExperimentConfig, cell: Cell) -> CellOutput:
-    """Compute one cell (in any process) with one torch and one BLAS thread; the caller records the output."""
+def execute(config: ExperimentConfig, cell: Cell, inputs: Mapping[str, ModelArtifact | CellOutput]) -> CellOutput:
+    """Compute one cell (in any process) with one torch and one BLAS thread from the trained models it needs
+    (``inputs``: {cell id: the artifact, or the output of the train cell that made it}); the caller stores the
+    output."""
     tune_malloc()
     torch.set_num_threads(1)
+    models = {cell_id: _model_of(value) for cell_id, value in inputs.items()}
     start = time.perf_counter()
     with threadpool_limits(1):
-        files, info, rows = KINDS[config.kind].run_cell(Path(run_dir), config, cell)
-    return CellOutput(cell.cell_id, cell.stage, time.perf_counter() - start, files, info, rows)
+        info, rows, artifacts = KINDS[config.kind].run_cell(config, cell, models)
+    return CellOutput(cell.cell_id, cell.stage, time.perf_counter() - start, info, rows, artifacts)
 
 
-def inline(run_dir: str, config: ExperimentConfig, todo: Sequence[Cell], workers: int,
+def _model_of(value: ModelArtifact | CellOutput) -> ModelArtifact:
+    """A trained model given as its artifact, or as the output of its train cell (a resolved Dask future)."""
+    if isinstance(value, CellOutput):
+        return next(a for a in value.artifacts.values() if isinstance(a, ModelArtifact))
+    return value
+
+
+def _stored_inputs(config: ExperimentConfig, cell: Cell, stored: Stored) -> dict[str, ModelArtifact]:
+    return {need.cell_id: stored(need) for need in KINDS[config.kind].needs(config, cell)}
+
+
+def inline(config: ExperimentConfig, stages: Sequence[Sequence[Cell]], stored: Stored, workers: int,
            scheduler: str | None) -> Iterator[CellOutput]:
-    for cell in todo:
-        yield execute(run_dir, config, cell)
+    """Cells one after the other in this process (a stage's inputs are read back once the runner stored the
+    stages before)."""
+    for stage in stages:
+        for cell in stage:
+            yield execute(config, cell, _stored_inputs(config, cell, stored))
 
 
-def processes(run_dir: str, config: ExperimentConfig, todo: Sequence[Cell], workers: int,
+def processes(config: ExperimentConfig, stages: Sequence[Sequence[Cell]], stored: Stored, workers: int,
               scheduler: str | None) -> Iterator[CellOutput]:
+    """Cells in ``workers`` local processes, stage after stage; at most two cells per worker are handed out at a
+    time, so the parent holds the inputs of a few cells only."""
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
                                initializer=end_with_parent, initargs=(os.getpid(),))
     try:
-        futures = [pool.submit(execute, run_dir, config, cell) for cell in todo]
-        for future in as_completed(futures):
-            yield future.result()
+        for stage in stages:
+            cells, pending = iter(stage), set()
+            while True:
+                for cell in islice(cells, 2 * workers - len(pending)):
+                    pending.add(pool.submit(execute, config, cell, _stored_inputs(config, cell, stored)))
+                if not pending:
+                    break
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    yield future.result()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def dask(run_dir: str, config: ExperimentConfig, todo: Sequence[Cell], workers: int,
+def dask(config: ExperimentConfig, stages: Sequence[Sequence[Cell]], stored: Stored, workers: int,
          scheduler: str | None) -> Iterator[CellOutput]:
     """Cells on a Dask distributed cluster (``scheduler`` address; a local cluster of ``workers`` processes when
-    None). Workers must see the run folder and the data at the same paths (a shared file system)."""
+    None), every stage submitted at once: a cell that needs a trained model gets the future of the train cell that
+    makes it (Dask moves the model between workers), or a model a previous run stored, read back here and
+    scattered once. Workers never see the run folder; they read only the data (an embedded dataset, or the
+    config's data and saved-model paths, which they must see)."""
     try:
         from distributed import Client, LocalCluster
         from distributed import as_completed as dask_completed
@@ -113,9 +150,23 @@ def dask(run_dir: str, config: ExperimentConfig, todo: Sequence[Cell], workers: 
         raise ConfigError(f"cannot reach the Dask scheduler {scheduler!r} ({exc}); check the address "
                           "(e.g. tcp://host:8786) and that the scheduler is running") from None
     try:
-        futures = [client.submit(execute, run_dir, config, cell, key=cell.cell_id.replace("/", "-"), pure=False)
-                   for cell in todo]
-        for future in dask_completed(futures):
+        made: dict[str, Any] = {}  # cell id -> the future of a cell of this run, or of a stored model scattered
+        futures = []
+        for stage in stages:
+            for cell in stage:
+                inputs = {}
+                for need in KINDS[config.kind].needs(config, cell):
+                    if need.cell_id not in made:
+                        made[need.cell_id] = client.scatter(stored(need), hash=False)
+                    inputs[need.cell_id] = made[need.cell_id]
+                future = client.submit(execute, config, cell, inputs, key=cell.cell_id.replace("/", "-"),
+                                       pure=False)
+                made[cell.cell_id] = future
+                futures.append(future)
+        made.clear()  # a model stays on the cluster while a cell that needs it has not finished
+        pending = dask_completed(futures)
+        del futures  # a finished cell's output leaves the cluster once it is stored
+        for future in pending:
             yield future.result()
     finally:
         client.close()

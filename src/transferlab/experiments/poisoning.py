@@ -13,14 +13,16 @@ knows, so it gets no white-box cell and S and R are undefined (NaN) for it.
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 
 from transferlab import metrics, models
+from transferlab.experiments.artifacts import ModelArtifact, points_artifact, points_file
 from transferlab.experiments.common import (TRANSFER, WHITE_BOX, Cell, check_devices, check_model_sizes,
-                                            check_saved_models, create_model, load_dataset, load_split,
-                                            model_folder, retrainable_target, save_model, save_points, train_cells)
+                                            create_model, model_folder, train_cells)
+from transferlab.experiments.data import load_dataset, load_split
+from transferlab.experiments.saved import check_saved_models, retrainable_target
 from transferlab.experiments.config import ExperimentConfig
 
 #: poisoning points at which S and R are computed (each needs an implicit gradient of surrogate and target)
@@ -65,24 +67,30 @@ def has_family(config: ExperimentConfig, name: str) -> bool:
     return True
 
 
-def run_cell(run_dir: Path, config: ExperimentConfig, cell: Cell):
-    return {"train": train, "craft": craft}[cell.stage](run_dir, config, cell)
+def needs(config: ExperimentConfig, cell: Cell) -> list[Cell]:
+    """The train cells whose models ``cell`` takes: none (a craft cell trains its surrogate and retrains every
+    target on the poisoned data)."""
+    return []
 
 
-def train(run_dir: Path, config: ExperimentConfig, cell: Cell):
-    """A target on its clean data, saved, with its clean test error as the fraction-0 result."""
+def run_cell(config: ExperimentConfig, cell: Cell, inputs: Mapping[str, ModelArtifact]):
+    """Compute ``cell``; returns (info, rows, artifacts)."""
+    return {"train": train, "craft": craft}[cell.stage](config, cell)
+
+
+def train(config: ExperimentConfig, cell: Cell):
+    """A target on its clean data (returned, for the runner to store), with its clean test error as the fraction-0 result."""
     split = load_split(config, cell.repetition)
     data = split.target
     model = retrainable_target(config, cell.model, cell.repetition).fit(data.X, data.y)
-    files = save_model(model, run_dir, model_folder(cell))
     accuracy = float(np.mean(model.predict(split.test.X) == split.test.y))
     rows = {"results": [{"attack": "poisoning", "repetition": cell.repetition, "surrogate": None, "fraction": None,
                          "target": cell.model, "setting": "clean", "budget": 0.0, "error": 1 - accuracy,
                          "n_points": len(split.test.y)}]}
-    return files, {"n_train": len(data), "test_accuracy": accuracy}, rows
+    return {"n_train": len(data), "test_accuracy": accuracy}, rows, {model_folder(cell): ModelArtifact.of(model)}
 
 
-def craft(run_dir: Path, config: ExperimentConfig, cell: Cell):
+def craft(config: ExperimentConfig, cell: Cell):
     """Craft a poisoning set on one surrogate (transfer: on its own data; white-box: on the target's data), train
     every target on its clean training set plus the points, and score it on clean test data. S and R use the
     validation loss in place of the point loss (paper Section 4): the implicit gradients of target and surrogate
@@ -139,9 +147,9 @@ def craft(run_dir: Path, config: ExperimentConfig, cell: Cell):
             r_value = metrics.gradient_alignment(src_grads, t_grads)
         metric_rows.append({**base, "target": name, "setting": cell.role, "S": s_value, "R": r_value, "V": variance})
     start = source_data.X[attack.result_.initial_indices].astype(np.float32)
-    files = save_points(run_dir, cell, load_dataset(config).image_shape, X=X_p.astype(np.float32), y=y_p,
-                        X_start=start) if config.keep_points else {}
+    artifacts = {points_file(cell): points_artifact(load_dataset(config).image_shape, X=X_p.astype(np.float32),
+                                                    y=y_p, X_start=start)} if config.keep_points else {}
     r = attack.result_
     info = {"n_points": n_points, "validation_loss_clean": r.validation_loss_clean,
             "validation_loss_poisoned": r.validation_loss_poisoned, "passes": r.passes}
-    return files, info, {"results": results, "metrics": metric_rows}
+    return info, {"results": results, "metrics": metric_rows}, artifacts

@@ -1,6 +1,8 @@
 """Run an experiment: plan its cells (the module of its kind), execute what is not in the store yet (inline, in
-local worker processes, or on a Dask cluster), and record each finished cell in one transaction. The report is
-built from the store afterwards, by the caller (``transferlab.report``; experiments never import it)."""
+local worker processes, or on a Dask cluster), and store each finished cell: its artifacts (trained models,
+crafted points) written into the run folder first, then its rows recorded in one transaction. The runner is the run
+folder's one writer; cells only return what they make. The report is built from the store afterwards, by the
+caller (``transferlab.report``; experiments never import it)."""
 
 from __future__ import annotations
 
@@ -20,7 +22,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 import transferlab
 from transferlab.errors import ConfigError
-from transferlab.experiments.common import clear_cache, load_dataset
+from transferlab.experiments.artifacts import read_model, write_artifact
+from transferlab.experiments.data import clear_cache, load_dataset
 from transferlab.experiments.config import ExperimentConfig
 from transferlab.experiments.executors import EXECUTORS, KINDS, check_scheduler
 from transferlab.experiments.store import Store, check_run_folder, run_path, sha256_file
@@ -63,14 +66,18 @@ def run_experiment(config: ExperimentConfig, out: str | os.PathLike, workers: in
             stages = kind.plan(config)
             started = time.time()
             columns = (TextColumn("{task.description:<8}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+            todo = [[c for c in stage if c.cell_id not in done] for stage in stages]
             with Progress(*columns, disable=not show_progress, transient=False) as progress:
-                for stage in stages:
-                    todo = [c for c in stage if c.cell_id not in done]
-                    task = progress.add_task(stage[0].stage, total=len(stage), completed=len(stage) - len(todo))
-                    for output in EXECUTORS[executor](str(run_dir), config, todo, workers, scheduler):
-                        store.record(output.cell_id, output.stage, output.seconds, output.files, output.info,
-                                     output.rows)
-                        progress.advance(task)
+                tasks = {stage[0].stage: progress.add_task(stage[0].stage, total=len(stage),
+                                                           completed=len(stage) - len(cells))
+                         for stage, cells in zip(stages, todo)}
+                stored = lambda cell: read_model(run_dir, cell)  # noqa: E731 (a model this run or an earlier stored)
+                for output in EXECUTORS[executor](config, todo, stored, workers, scheduler):
+                    files: dict[str, str] = {}
+                    for rel, artifact in output.artifacts.items():  # in place before the cell is marked complete
+                        files.update(write_artifact(run_dir, rel, artifact))
+                    store.record(output.cell_id, output.stage, output.seconds, files, output.info, output.rows)
+                    progress.advance(tasks[output.stage])
             store.set_meta("versions", json.dumps(_versions()))
             store.set_meta("last_run", json.dumps({"seconds": time.time() - started, "workers": workers,
                                                    "executor": executor}))
