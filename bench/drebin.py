@@ -123,9 +123,9 @@ def bench_attacks(csv_path: str, surrogates: list[str], eps_list: list[int], n_t
         for eps in eps_list:
             attack = attacks.FeatureAddition(eps=eps)
             start = time.perf_counter()
-            attack.run(model, X, y)
+            result = attack.run(model, X, y)
             elapsed = time.perf_counter() - start
-            cells.append(f"eps={eps}: {len(y) / elapsed:8.0f} malware/s, evasion {attack.result_.error:.2f}")
+            cells.append(f"eps={eps}: {len(y) / elapsed:8.0f} malware/s, evasion {result.error:.2f}")
         print(f"{name:<10} trained in {train_s:5.1f} s; " + "; ".join(cells), flush=True)
 
 

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from transferlab import attacks, datasets, models
-from transferlab.attacks import constraints, pgd_line_search
+from transferlab.attacks import constraints, line_search, paths, pgd_line_search
 
 PAPER_MODELS = ["svm_h", "svm_l", "logistic_h", "logistic_l", "ridge_h", "ridge_l", "svm_rbf_h", "svm_rbf_l",
                 "nn_h", "nn_l", "cnn"]
@@ -66,7 +66,7 @@ COUNTS = Counts()
 
 
 def install_counters() -> None:
-    """Wrap the attack's path objects (gradients, candidates), its projections (``_Steps`` and, for the arc line
+    """Wrap the attack's path objects (gradients, candidates), its projections (``line_search.Steps`` and, for the arc line
     search, ``Intersection.project``)."""
     make_path = pgd_line_search.path_for
 
@@ -87,7 +87,7 @@ def install_counters() -> None:
             return values(alpha)
 
         def counted_grid_values(alphas):
-            if type(path).grid_values is not pgd_line_search._Path.grid_values:  # the generic one calls values
+            if type(path).grid_values is not paths.Path.grid_values:  # the generic one calls values
                 COUNTS.candidates += int(alphas.shape[0]) * int(path.x.shape[0])
             return grid_values(alphas)
 
@@ -96,7 +96,7 @@ def install_counters() -> None:
 
     pgd_line_search.path_for = path_for
     for name in ("project", "maximiser"):
-        inner = getattr(pgd_line_search._Steps, name)
+        inner = getattr(line_search.Steps, name)
 
         def counted(self, t, _inner=inner):
             COUNTS.projections += int(t.shape[0])
@@ -106,7 +106,7 @@ def install_counters() -> None:
             finally:
                 COUNTS.in_steps -= 1
 
-        setattr(pgd_line_search._Steps, name, counted)
+        setattr(line_search.Steps, name, counted)
     project = constraints.Intersection.project
 
     def counted_project(self, z, x0, bounds=None):
@@ -181,8 +181,9 @@ def main() -> None:
     print(f"data: {'full' if full else 'embedded'} MNIST89, {n_train} training points, {n_attack} attacked points; "
           f"device {args.device}, {torch.get_num_threads()} torch threads, BLAS threads {args.threads or 'default'}"
           f"{' (both processes)' if args.secml else ''}")
-    print(f"transferlab: PGDLineSearch(norm=2, lb=0, ub=1, max_iter={pgd.max_iter}, tol={pgd.tol:g}, grid={pgd.grid}, "
-          f"warm_grid={pgd.warm_grid}, bisection={pgd.bisection}, double_init={args.double_init} for nonlinear "
+    s = pgd.settings
+    print(f"transferlab: PGDLineSearch(norm=2, lb=0, ub=1, max_iter={s.max_iter}, tol={s.tol:g}, grid={s.grid}, "
+          f"warm_grid={s.warm_grid}, bisection={s.bisection}, double_init={args.double_init} for nonlinear "
           f"models), all {n_attack} points in one call; times: best CPU time of {args.repeat} runs")
     if args.secml:
         defaults = "None (defaults: eta=1e-3, eta_min=None, eta_max=None, max_iter=1000, eps=1e-4)"
@@ -254,18 +255,19 @@ def run_transferlab(args, name, model, split, eps):
     """PGDLineSearch on all attacked points, ``--repeat`` times; returns the result, the best CPU and wall
     seconds, and the work of one run (gradients, projections, candidates, forward passes)."""
     double_init = args.double_init and name in NONLINEAR
-    attack = attacks.PGDLineSearch(norm=2, eps=eps, lb=0.0, ub=1.0, double_init=double_init)
+    attack = attacks.PGDLineSearch(norm=2, eps=eps, lb=0.0, ub=1.0)
     cpu_best = wall_best = float("inf")
     for _ in range(max(1, args.repeat)):
         COUNTS.reset()
         start, cpu = time.perf_counter(), time.process_time()
-        attack.run(model, split.test.X, split.test.y, init_pool=split.target.X if double_init else None)
+        result = attacks.security_curve(attack, model, split.test.X, split.test.y, [eps], double_init=double_init,
+                                        pool=split.target.X if double_init else None).results[0]
         if args.device == "cuda":
             torch.cuda.synchronize()
         cpu_best = min(cpu_best, time.process_time() - cpu)
         wall_best = min(wall_best, time.perf_counter() - start)
     work = (COUNTS.gradients, COUNTS.projections, COUNTS.candidates, COUNTS.forwards)
-    return attack.result_, cpu_best, wall_best, work
+    return result, cpu_best, wall_best, work
 
 
 def secml_side(args, name, model, split, eps_list, n_ref, solver) -> dict | None:

@@ -100,20 +100,21 @@ def main() -> None:
 
 
 def default_settings() -> str:
-    attack = attacks.Poisoning()
-    return (f"mode={attack.mode!r}, max_steps={attack.max_steps}, momentum={attack.momentum}, stall={attack.stall}, "
-            f"keep={attack.keep!r}, grid={attack.grid}, tol={attack.tol}, init={attack.init!r}")
+    s = attacks.PoisoningSettings()
+    return (f"mode={s.mode!r}, max_steps={s.max_steps}, momentum={s.momentum}, stall={s.stall}, keep={s.keep!r}, "
+            f"grid={s.grid}, tol={s.tol}, init={s.init!r}")
 
 
 def run_transferlab(name, split, n_points, start=None, **settings):
-    """One poisoning run; returns the attack, its CPU seconds, the test error of the retrained model and the points."""
+    """One poisoning run; returns its result, its CPU seconds, the test error of the retrained model and the points."""
     X, y = split.target.X, split.target.y
     attack = attacks.Poisoning(surrogate=name, n_points=n_points, seed=0, **settings)
     begin = time.process_time()
-    X_p, y_p = attack.run(X, y, split.validation.X, split.validation.y, start=start)
+    result = attack.run(X, y, split.validation.X, split.validation.y, start=start)
     cpu = time.process_time() - begin
+    X_p, y_p = result.X_p, result.y_p
     poisoned = models.create(name).fit(np.vstack([X, X_p]), np.r_[y, y_p])
-    return attack, cpu, float(np.mean(poisoned.predict(split.test.X) != split.test.y)), X_p, y_p
+    return result, cpu, float(np.mean(poisoned.predict(split.test.X) != split.test.y)), X_p, y_p
 
 
 def table(args, split, names, fractions) -> None:
@@ -133,9 +134,9 @@ def table(args, split, names, fractions) -> None:
         rows = []
         for fraction in fractions:
             n_points = int(round(fraction * len(y)))
-            attack, cpu, error, _, _ = run_transferlab(name, split, n_points)
+            result, cpu, error, _, _ = run_transferlab(name, split, n_points)
             rows.append({"fraction": fraction, "n": n_points, "cpu": cpu, "error": error,
-                         "start": attack.result_.initial_indices})
+                         "start": result.initial_indices})
             if args.sequential:
                 _, cpu_s, error_s, _, _ = run_transferlab(name, split, n_points, **SEQUENTIAL)
                 rows[-1].update(seq_cpu=cpu_s, seq_error=error_s)

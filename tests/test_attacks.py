@@ -26,10 +26,10 @@ def test_line_search_reaches_the_exact_optimum_on_linear_models(fitted, small_sp
     ascent = np.where(y == 1, -1.0, 1.0)[:, None] * w  # ∇ of the margin loss −ỹ f(x)
     for eps in (0.5, 2.0):
         attack = attacks.PGDLineSearch(norm=2, eps=eps, lb=0.0, ub=1.0)
-        attack.run(model, X, y)
+        r = attack.run(model, X, y)
         best = model.loss(exact_linear_optimum(ascent, X, eps), y)
-        gain_best = best - attack.result_.objective_start
-        gain = attack.result_.objective - attack.result_.objective_start
+        gain_best = best - r.objective_start
+        gain = r.objective - r.objective_start
         assert np.all(gain >= 0.99 * gain_best - 1e-9)
 
 
@@ -48,10 +48,9 @@ ATTACKS = [
 def test_outputs_satisfy_constraints_and_objective_never_decreases(fitted, small_split, name, attack):
     model = fitted[name]
     X, y = small_split.test.X[:20], small_split.test.y[:20]
-    X_adv = attack.run(model, X, y)
+    r = attack.run(model, X, y)
     x0 = torch.as_tensor(X)
-    assert bool(attack.domain.contains(torch.as_tensor(X_adv), x0, tol=1e-6).all())
-    r = attack.result_
+    assert bool(attack.domain.contains(torch.as_tensor(r.x_adv), x0, tol=1e-6).all())
     if isinstance(attack, (attacks.PGDLineSearch, attacks.PGD)):
         assert np.all(r.objective >= r.objective_start - 1e-9)
     assert r.x_adv.shape == X.shape and r.iterations.shape == (20,) and np.all(r.perturbation_norm <= attack.eps * (1 + 1e-9))
@@ -73,12 +72,10 @@ def test_batch_equals_rows_one_at_a_time(fitted, small_split, name):
     model = fitted[name]
     X, y = small_split.test.X[:6], small_split.test.y[:6]
     attack = attacks.PGDLineSearch(norm=2, eps=1.0, max_iter=20)
-    attack.run(model, X, y)
-    whole = attack.result_.objective
+    whole = attack.run(model, X, y).objective
     rows = []
     for i in range(6):
-        attack.run(model, X[i:i + 1], y[i:i + 1])
-        rows.append(attack.result_.objective[0])
+        rows.append(attack.run(model, X[i:i + 1], y[i:i + 1]).objective[0])
     np.testing.assert_allclose(whole, rows, rtol=1e-4, atol=1e-6)
 
 
@@ -109,35 +106,35 @@ def test_double_init_starts_from_the_source_models_most_confident_training_point
     margin_loss = np.where(y[:, None] == 0, f[None, :], -f[None, :])    # A(p, y) for each (attacked point, p)
     ranked = np.argsort(-margin_loss, axis=1)
     assert np.all(margin_loss[[0, 1], ranked[:, 0]] > margin_loss[[0, 1], ranked[:, 1]] + 1e-5)  # no near-tie
-    settings = dict(norm=2, eps=2.0, lb=None, ub=None, max_iter=50)
-    single = attacks.PGDLineSearch(**settings)
-    single.run(model, X, y)
-    double = attacks.PGDLineSearch(**settings, double_init=True)
-    double.run(model, X, y, init_pool=X_train)
+    attack = attacks.PGDLineSearch(norm=2, eps=2.0, lb=None, ub=None, max_iter=50)
+    single = attack.run(model, X, y)
+    curve = attacks.security_curve(attack, model, X, y, [0, 2.0], double_init=True, pool=X_train)
+    assert curve.results[0] is None  # ε = 0 is never attacked
+    double = curve.results[1]
     # run(init=p) projects p onto Φ, as double init does: the first point's pool point lies beyond ε (its start
     # is a projection onto the ball), the second's inside
     distance = np.linalg.norm(X_train[ranked[:, 0]] - X, axis=1)
-    assert distance[0] > settings["eps"] > distance[1]
-    from_pool = attacks.PGDLineSearch(**settings)
-    from_pool.run(model, X, y, init=X_train[ranked[:, 0]])
-    runner_up = attacks.PGDLineSearch(**settings)
-    runner_up.run(model, X, y, init=X_train[ranked[:, 1]])
+    assert distance[0] > attack.eps > distance[1]
+    from_pool = attack.run(model, X, y, init=X_train[ranked[:, 0]])
+    runner_up = attack.run(model, X, y, init=X_train[ranked[:, 1]])
 
     # the case is built so that double init changes the result: the single start fails where the second succeeds
-    assert single.result_.success.tolist() == [False, True] and double.result_.success.tolist() == [True, True]
-    assert np.linalg.norm(double.result_.x_adv[0] - single.result_.x_adv[0]) > 1.0
-    assert double.result_.objective[0] > single.result_.objective[0] + 1.0
+    assert single.success.tolist() == [False, True] and double.success.tolist() == [True, True]
+    assert np.linalg.norm(double.x_adv[0] - single.x_adv[0]) > 1.0
+    assert double.objective[0] > single.objective[0] + 1.0
     # the second start is the defined pool point: per point, the better of the run from x0 and the run from it
-    second_better = from_pool.result_.objective > single.result_.objective
-    np.testing.assert_allclose(double.result_.x_adv,
-                               np.where(second_better[:, None], from_pool.result_.x_adv, single.result_.x_adv),
+    second_better = from_pool.objective > single.objective
+    np.testing.assert_allclose(double.x_adv, np.where(second_better[:, None], from_pool.x_adv, single.x_adv),
                                rtol=0, atol=1e-12)
-    np.testing.assert_allclose(double.result_.objective,
-                               np.maximum(from_pool.result_.objective, single.result_.objective), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(double.objective, np.maximum(from_pool.objective, single.objective), rtol=0,
+                               atol=1e-12)
     # ... and not another one: starting from the runner-up ends elsewhere, so the check above tells them apart
-    assert np.all(np.abs(runner_up.result_.x_adv - double.result_.x_adv).max(axis=1) > 1e-6)
-    assert bool(double.domain.contains(torch.as_tensor(double.result_.x_adv), torch.as_tensor(X)).all())
-    assert np.all(double.result_.iterations == single.result_.iterations + from_pool.result_.iterations)
+    assert np.all(np.abs(runner_up.x_adv - double.x_adv).max(axis=1) > 1e-6)
+    assert bool(attack.domain.contains(torch.as_tensor(double.x_adv), torch.as_tensor(X)).all())
+    assert np.all(double.iterations == single.iterations + from_pool.iterations)
+    # the runs changed neither the attack nor each other's arrays
+    np.testing.assert_array_equal(single.x_adv, attack.run(model, X, y).x_adv)
+    assert curve.error == [0.0, 1.0]
 
 
 def test_targeted_attack_on_multiclass_problem():
@@ -146,9 +143,9 @@ def test_targeted_attack_on_multiclass_problem():
     X = digits.X[500:560]
     target = (model.predict(X) + 1) % 10
     attack = attacks.PGDLineSearch(norm=2, eps=3.0, objective=attacks.Objective("margin", targeted=True))
-    attack.run(model, X, target)
-    assert attack.result_.success.mean() > 0.5
-    assert np.mean(model.predict(attack.result_.x_adv) == target) == attack.result_.success.mean()
+    r = attack.run(model, X, target)
+    assert r.success.mean() > 0.5
+    assert np.mean(model.predict(r.x_adv) == target) == r.success.mean()
 
 
 def test_l1_feature_addition_on_binary_features():
@@ -158,11 +155,11 @@ def test_l1_feature_addition_on_binary_features():
     model = models.create("svm_l", C=1.0).fit(X, y)
     malicious = X[y == 1][:20]
     attack = attacks.PGDLineSearch(norm=1, eps=5, constraints=(attacks.FeatureAdditionOnly(), attacks.Binary()))
-    X_adv = attack.run(model, malicious, np.ones(20, dtype=int))
-    assert set(np.unique(X_adv)) <= {0.0, 1.0}
-    assert np.all(X_adv >= malicious) and np.all((X_adv - malicious).sum(1) <= 5)
-    assert np.all(attack.result_.objective >= attack.result_.objective_start)
-    assert attack.result_.objective.mean() > attack.result_.objective_start.mean()
+    r = attack.run(model, malicious, np.ones(20, dtype=int))
+    assert set(np.unique(r.x_adv)) <= {0.0, 1.0}
+    assert np.all(r.x_adv >= malicious) and np.all((r.x_adv - malicious).sum(1) <= 5)
+    assert np.all(r.objective >= r.objective_start)
+    assert r.objective.mean() > r.objective_start.mean()
 
 
 def test_bad_budget_and_norm_are_clear_errors():
@@ -183,7 +180,7 @@ from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from hypothesis.extra.numpy import arrays  # noqa: E402
 
-from transferlab.attacks import pgd_line_search  # noqa: E402
+from transferlab.attacks import line_search, paths  # noqa: E402
 from transferlab.attacks.constraints import Intersection  # noqa: E402
 
 D = 7
@@ -209,12 +206,12 @@ def ball_box_problem(draw):
 def test_ball_box_step_is_the_exact_projection_and_its_limit_the_linear_maximiser(data):
     x0, delta, lb, ub, eps = data
     domain = Intersection(attacks.L2Ball(eps), attacks.Box(lb.numpy(), ub.numpy()))
-    lo, hi = (lb - x0).clamp_min(-pgd_line_search.BIG), (ub - x0).clamp_max(pgd_line_search.BIG)
-    step = pgd_line_search.ball_box_step(delta, lo, hi, eps, 1.0)
+    lo, hi = (lb - x0).clamp_min(-line_search.BIG), (ub - x0).clamp_max(line_search.BIG)
+    step = line_search.ball_box_step(delta, lo, hi, eps, 1.0)
     torch.testing.assert_close(x0 + step, domain.project(x0 + delta, x0), rtol=0, atol=1e-9)
     assert bool(domain.contains(x0 + step, x0, tol=1e-12).all())
     # t_max = ∞: the maximiser of ⟨δ, x⟩ over the ball ∩ box, which no projected step x0 + Π(T δ) beats
-    best = x0 + pgd_line_search.ball_box_step(delta, lo, hi, eps, float("inf"))
+    best = x0 + line_search.ball_box_step(delta, lo, hi, eps, float("inf"))
     assert bool(domain.contains(best, x0, tol=1e-12).all())
     for scale in (1.0, 10.0, 1e3, 1e6):
         other = domain.project(x0 + scale * delta, x0)
@@ -246,7 +243,7 @@ def test_closed_form_step_for_linear_models_equals_a_dense_line_search(norm):
     attack = attacks.PGDLineSearch(norm=norm, eps=eps, lb=0.0, ub=1.0)
     domain = attack.domain
     lb, ub = domain.bounds(x0)
-    steps = pgd_line_search._Steps(domain, pgd_line_search.domain_kind(domain, attack.p), eps, x0, lb, ub)
+    steps = line_search.Steps(domain, line_search.domain_kind(domain, attack.p), eps, x0, lb, ub)
     best = steps.maximiser(grad)
     assert bool(domain.contains(best, x0, tol=1e-12).all())
     value = (best * grad).sum(1)
@@ -267,16 +264,15 @@ def test_linear_models_get_at_least_the_objective_of_the_grid_line_search(fitted
     model = fitted[name]
     X, y = small_split.test.X[:20], small_split.test.y[:20]
     new = attacks.PGDLineSearch(norm=norm, eps=eps, lb=0.0, ub=1.0)
-    new.run(model, X, y)
-    old = attacks.PGDLineSearch(norm=norm, eps=eps, lb=0.0, ub=1.0, warm_grid=0, bisection=4)
-    old.run(model, X, y)
-    assert np.all(new.result_.objective >= old.result_.objective - 1e-9)
-    assert np.all(new.result_.iterations == 1)
-    assert bool(new.domain.contains(torch.as_tensor(new.result_.x_adv), torch.as_tensor(X), tol=1e-9).all())
+    r = new.run(model, X, y)
+    old = attacks.PGDLineSearch(norm=norm, eps=eps, lb=0.0, ub=1.0, warm_grid=0, bisection=4).run(model, X, y)
+    assert np.all(r.objective >= old.objective - 1e-9)
+    assert np.all(r.iterations == 1)
+    assert bool(new.domain.contains(torch.as_tensor(r.x_adv), torch.as_tensor(X), tol=1e-9).all())
     if norm == 2:
         w = model.coef_[1].cpu().numpy() - model.coef_[0].cpu().numpy()
         optimum = model.loss(exact_linear_optimum(np.where(y == 1, -1.0, 1.0)[:, None] * w, X, eps), y)
-        np.testing.assert_allclose(new.result_.objective, optimum, rtol=1e-7, atol=1e-9)
+        np.testing.assert_allclose(r.objective, optimum, rtol=1e-7, atol=1e-9)
 
 
 @pytest.mark.parametrize("name", ["logistic_h", "svm_rbf_h", "nn_l"])
@@ -288,8 +284,8 @@ def test_closed_forms_along_a_segment_equal_the_models_own_scores_and_gradients(
     X = torch.as_tensor(small_split.test.X[:10])
     y = torch.as_tensor(small_split.test.y[:10])
     objective = attacks.Objective()
-    path = pgd_line_search.path_for(model, objective, X, y)
-    assert type(path) is not pgd_line_search._Path  # a closed form, not the generic scoring
+    path = paths.path_for(model, objective, X, y)
+    assert type(path) is not paths.Path  # a closed form, not the generic scoring
     end = torch.as_tensor(np.random.default_rng(0).random(X.shape))
     rtol = 1e-9 if model.dtype == torch.float64 else 1e-4
     torch.testing.assert_close(path.value, objective.value(model, X, y), rtol=rtol, atol=rtol)
@@ -346,9 +342,9 @@ def test_every_result_stays_inside_the_constraint_set_and_never_lowers_the_objec
     lb, ub = (None, None) if pieces == "unbounded" else (0.0, 1.0)
     for model in toy["models"]:
         attack = attacks.PGDLineSearch(norm=norm, eps=eps, lb=lb, ub=ub, constraints=extra, max_iter=20)
-        X_adv = attack.run(model, X, y)
-        assert bool(attack.domain.contains(torch.as_tensor(X_adv), torch.as_tensor(X), tol=1e-9).all())
-        assert np.all(attack.result_.objective >= attack.result_.objective_start - 1e-9)
+        r = attack.run(model, X, y)
+        assert bool(attack.domain.contains(torch.as_tensor(r.x_adv), torch.as_tensor(X), tol=1e-9).all())
+        assert np.all(r.objective >= r.objective_start - 1e-9)
 
 
 def test_the_attack_runs_on_one_thread_and_restores_the_callers_setting(fitted, small_split):
@@ -384,7 +380,7 @@ def test_each_point_set_is_scored_once(fitted, small_split):
     model.scores = counting
     X, y = small_split.test.X[:30], small_split.test.y[:30]
     attack = attacks.PGDLineSearch(eps=1.0)
-    attack.run(model, X, y)
+    r = attack.run(model, X, y)
     assert rows == [30, 30]
-    assert np.array_equal(attack.result_.success, model.predict(attack.result_.x_adv) != y)
-    assert attack.objective == attacks.Objective()  # the remembering wrapper is gone after the run
+    assert np.array_equal(r.success, model.predict(r.x_adv) != y)
+    assert attack.objective == attacks.Objective()  # the run used a remembering copy: the attack is unchanged

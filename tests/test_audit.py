@@ -25,7 +25,7 @@ def test_the_prediction_is_exact_for_linear_models_without_a_box(parts, eps):
     target = models.create("logistic_h").fit(parts.target.X, parts.target.y)
     surrogate = models.create("svm_l").fit(parts.surrogate.X, parts.surrogate.y)
     X, y = parts.test.X, parts.test.y
-    x_adv = attacks.PGDLineSearch(norm=2, eps=eps, lb=None, ub=None).run(surrogate, X, y)
+    x_adv = attacks.PGDLineSearch(norm=2, eps=eps, lb=None, ub=None).run(surrogate, X, y).x_adv
     measured = target.predict(x_adv) != y
     margin_after = target.loss(x_adv, y)
     decided = np.abs(margin_after) > 1e-6  # leave out points that end exactly on the boundary

@@ -48,7 +48,7 @@ def test_normalized_ensemble_averages_unit_gradients(parts, members):
     X, y = parts.test.X[:5], parts.test.y[:5]
     unit = [g / np.linalg.norm(g, axis=1, keepdims=True) for g in (m.input_gradient(X, y) for m in members)]
     np.testing.assert_allclose(ensemble.input_gradient(X, y), np.mean(unit, axis=0), rtol=1e-6, atol=1e-12)
-    x_adv = attacks.PGDLineSearch(eps=1.0).run(ensemble, parts.test.X, parts.test.y)
+    x_adv = attacks.PGDLineSearch(eps=1.0).run(ensemble, parts.test.X, parts.test.y).x_adv
     assert np.all(np.linalg.norm(x_adv - parts.test.X, axis=1) <= 1 + 1e-9)
     with pytest.raises(ConfigError, match="at least two"):
         models.Ensemble(members[:1])

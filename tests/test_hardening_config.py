@@ -116,12 +116,12 @@ CONFIG_CATALOGUE = [
                                                       "solver": {"random_start": 1}}}, "random_start"),
     ("a line search of 10⁶ candidates", _attack(solver={"grid": 1_000_000}), "grid"),
     ("a 400-digit seed", {"attack": {"kind": "pgd", "norm": 2, "eps": [1], "solver": {"seed": 10 ** 400}}}, "seed"),
-    ("poisoning with a grid of 0", _poisoning_solver(grid=0), "'attack.solver': grid"),
-    ("poisoning with a negative step", _poisoning_solver(step=-1), "'attack.solver': step"),
-    ("poisoning with a NaN tolerance", _poisoning_solver(tol=float("nan")), "'attack.solver': tol"),
-    ("poisoning with no step", _poisoning_solver(mode="batch", max_steps=0), "'attack.solver': max_steps"),
-    ("poisoning with no pass", _poisoning_solver(max_passes=0), "'attack.solver': max_passes"),
-    ("poisoning with a text grid", _poisoning_solver(grid="4"), "'attack.solver': grid"),
+    ("poisoning with a grid of 0", _poisoning_solver(grid=0), "'attack.solver.grid'"),
+    ("poisoning with a negative step", _poisoning_solver(step=-1), "'attack.solver.step'"),
+    ("poisoning with a NaN tolerance", _poisoning_solver(tol=float("nan")), "'attack.solver.tol'"),
+    ("poisoning with no step", _poisoning_solver(mode="batch", max_steps=0), "'attack.solver.max_steps'"),
+    ("poisoning with no pass", _poisoning_solver(max_passes=0), "'attack.solver.max_passes'"),
+    ("poisoning with a text grid", _poisoning_solver(grid="4"), "'attack.solver.grid'"),
     # YAML itself
     ("a key given twice", "name: a\nsplit: {n_target: 40, n_surrogate: 40, n_test: 10}\nsurrogates: [logistic_l]\n"
      "targets: [logistic_l]\nattack: {norm: 2, eps: [0, 1]}\nname: b\n", "line 6: key 'name' is given twice"),
@@ -550,7 +550,7 @@ def test_an_attack_with_a_coarse_grid_keeps_its_points_in_the_domain(mnist_part)
     model = models.create("logistic_l").fit(train.X, train.y)
     for levels in (1, 3):
         attack = attacks.PGD(norm=2, eps=1.0, constraints=(Quantize(levels),), steps=5)
-        x_adv = attack.run(model, X, y)
+        x_adv = attack.run(model, X, y).x_adv
         assert np.all(np.linalg.norm(x_adv - X, axis=1) <= 1.0 + 1e-9)
         assert x_adv.min() >= 0 and x_adv.max() <= 1
 
@@ -559,23 +559,26 @@ def test_mifgsm_random_start_starts_inside_the_ball_and_changes_the_run(mnist_pa
     train, test = mnist_part
     X, y = test.X, test.y
     model = models.create("nn_l", epochs=1).fit(train.X, train.y)
-    plain = attacks.MIFGSM(norm="inf", eps=0.1, steps=2).run(model, X, y)
-    started = attacks.MIFGSM(norm="inf", eps=0.1, steps=2, random_start=True, seed=3).run(model, X, y)
-    again = attacks.MIFGSM(norm="inf", eps=0.1, steps=2, random_start=True, seed=3).run(model, X, y)
-    other = attacks.MIFGSM(norm="inf", eps=0.1, steps=2, random_start=True, seed=4).run(model, X, y)
+    plain = attacks.MIFGSM(norm="inf", eps=0.1, steps=2).run(model, X, y).x_adv
+    started = attacks.MIFGSM(norm="inf", eps=0.1, steps=2, random_start=True, seed=3).run(model, X, y).x_adv
+    again = attacks.MIFGSM(norm="inf", eps=0.1, steps=2, random_start=True, seed=3).run(model, X, y).x_adv
+    other = attacks.MIFGSM(norm="inf", eps=0.1, steps=2, random_start=True, seed=4).run(model, X, y).x_adv
     assert not np.allclose(plain, started) and not np.allclose(started, other)
     np.testing.assert_allclose(started, again, rtol=0, atol=1e-12)  # seeded: the same start, the same points
     for x_adv in (plain, started, other):
         assert np.abs(x_adv - X).max() <= 0.1 + 1e-9 and x_adv.min() >= 0 and x_adv.max() <= 1
 
 
-def test_a_poisoning_config_with_fixed_solver_settings_runs_its_check_once(monkeypatch):
-    """The poisoning attack validates its settings in its constructor; the config builds it once, so a bad value
-    is reported by parse_config (see the catalogue) and a good one passes."""
+def test_a_poisoning_config_validates_its_solver_settings_without_building_the_attack(monkeypatch):
+    """The config's attack.solver is the attack's own settings model, validated by the config (a bad value is
+    reported by parse_config, see the catalogue) without building an attack; the attack takes it as it is."""
     from transferlab.attacks import poisoning
 
     calls = []
-    original = poisoning.Poisoning.__post_init__
-    monkeypatch.setattr(poisoning.Poisoning, "__post_init__", lambda self: (calls.append(1), original(self))[1])
-    parse_config({**TINY, **_poisoning_solver(grid=3, step=0.5, tol=0.0, max_steps=5, mode="batch")})
-    assert calls == [1]
+    original = poisoning.Poisoning.__init__
+    monkeypatch.setattr(poisoning.Poisoning, "__init__",
+                        lambda self, *a, **k: (calls.append(1), original(self, *a, **k))[1])
+    config = parse_config({**TINY, **_poisoning_solver(grid=3, step=0.5, tol=0.0, max_steps=5, mode="batch")})
+    assert calls == []
+    assert isinstance(config.attack.solver, poisoning.PoisoningSettings) and config.attack.solver.grid == 3
+    assert poisoning.Poisoning(settings=config.attack.solver).settings is config.attack.solver

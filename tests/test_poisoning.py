@@ -222,8 +222,8 @@ def mnist_parts():
 def test_sequential_poisoning_raises_validation_loss_and_test_error(mnist_parts, name):
     s = mnist_parts
     attack = attacks.Poisoning(surrogate=name, n_points=20, mode="sequential", max_passes=1, max_iter=3, seed=0)
-    X_p, y_p = attack.run(s.target.X, s.target.y, s.validation.X, s.validation.y)
-    r = attack.result_
+    r = attack.run(s.target.X, s.target.y, s.validation.X, s.validation.y)
+    X_p, y_p = r.X_p, r.y_p
     assert X_p.shape == (20, 784) and X_p.min() >= 0 and X_p.max() <= 1
     assert np.array_equal(y_p, 1 - s.target.y[r.initial_indices])  # labels are the flipped ones
     # the optimisation moved the points and raised the validation loss over the label-flip start
@@ -240,7 +240,7 @@ def test_sequential_poisoning_raises_validation_loss_and_test_error(mnist_parts,
 def test_poisoning_takes_an_unfitted_classifier_and_refuses_bad_input(mnist_parts):
     s = mnist_parts
     attack = attacks.Poisoning(surrogate=models.create("ridge_h"), n_points=2, max_passes=1, max_iter=1)
-    X_p, y_p = attack.run(s.target.X, s.target.y, s.validation.X, s.validation.y)
+    X_p = attack.run(s.target.X, s.target.y, s.validation.X, s.validation.y).X_p
     assert X_p.shape == (2, 784)
     digits = datasets.load("digits")
     with pytest.raises(DataError, match="binary"):
@@ -425,8 +425,8 @@ def test_batch_poisoning_raises_validation_loss_and_test_error(mnist_parts, name
     s = mnist_parts
     attack = attacks.Poisoning(surrogate=name, n_points=20, mode="batch", max_steps=30, seed=0, stall=0,
                                keep="last", momentum=0)
-    X_p, y_p = attack.run(s.target.X, s.target.y, s.validation.X, s.validation.y)
-    r = attack.result_
+    r = attack.run(s.target.X, s.target.y, s.validation.X, s.validation.y)
+    X_p, y_p = r.X_p, r.y_p
     assert r.mode == "batch" and X_p.shape == (20, 784) and X_p.min() >= 0 and X_p.max() <= 1
     assert np.array_equal(y_p, 1 - s.target.y[r.initial_indices])  # labels are the flipped ones
     assert len(set(r.initial_indices)) == 20
@@ -444,8 +444,8 @@ def test_batch_poisoning_raises_validation_loss_and_test_error(mnist_parts, name
     # deterministic for a seed
     again = attacks.Poisoning(surrogate=name, n_points=20, mode="batch", max_steps=30, seed=0, stall=0, keep="last",
                               momentum=0)
-    X_again, y_again = again.run(s.target.X, s.target.y, s.validation.X, s.validation.y)
-    assert np.array_equal(X_again, X_p) and np.array_equal(y_again, y_p)
+    r_again = again.run(s.target.X, s.target.y, s.validation.X, s.validation.y)
+    assert np.array_equal(r_again.X_p, X_p) and np.array_equal(r_again.y_p, y_p)
 
 
 def test_batch_poisoning_with_a_generic_session_and_confident_start(mnist_parts):
@@ -454,13 +454,14 @@ def test_batch_poisoning_with_a_generic_session_and_confident_start(mnist_parts)
     attack = attacks.Poisoning(surrogate="logistic_l", n_points=4, mode="batch", max_steps=3, init="confident")
     generic = GenericFamily(LogisticFamily(0.01), *logistic_objectives(0.01))
     attack._family = lambda: generic                                 # the generic Session (no caches)
-    X_p, _ = attack.run(X, y, X_val, y_val)
+    r = attack.run(X, y, X_val, y_val)
+    X_p = r.X_p
     fast = attacks.Poisoning(surrogate="logistic_l", n_points=4, mode="batch", max_steps=3, init="confident")
-    X_fast, _ = fast.run(X, y, X_val, y_val)
+    X_fast = fast.run(X, y, X_val, y_val).X_p
     np.testing.assert_allclose(X_p, X_fast, atol=1e-6)
     family = LogisticFamily(0.01)
     margins = signed(y) * family.scores(family.fit(X, y), X)
-    assert set(attack.result_.initial_indices) == set(np.argsort(-margins)[:4])
+    assert set(r.initial_indices) == set(np.argsort(-margins)[:4])
 
 
 def test_poisoning_modes_and_starts_are_checked():
@@ -484,34 +485,36 @@ def test_batch_is_the_default_and_sequential_is_reachable_by_name(mnist_parts):
     from transferlab.attacks.poisoning.strategies import Problem, sequential
 
     default = attacks.Poisoning()
-    assert (default.mode, default.stall, default.keep, default.momentum) == ("batch", 0.01, "error", 0.9)
+    d = default.settings
+    assert (d.mode, d.stall, d.keep, d.momentum) == ("batch", 0.01, "error", 0.9)
     s = mnist_parts
     X, y, X_val, y_val = s.target.X, s.target.y, s.validation.X, s.validation.y
     batch = attacks.Poisoning(surrogate="ridge_h", n_points=3, seed=4)
-    batch.run(X, y, X_val, y_val)
-    assert batch.result_.mode == "batch" and batch.result_.history is not None
+    b = batch.run(X, y, X_val, y_val)
+    assert b.mode == "batch" and b.history is not None
     attack = attacks.Poisoning(surrogate="ridge_h", n_points=3, mode="sequential", max_passes=1, max_iter=1, seed=4)
-    X_p, y_p = attack.run(X, y, X_val, y_val)
-    assert attack.result_.mode == "sequential" and attack.result_.history is None
+    r = attack.run(X, y, X_val, y_val)
+    X_p, y_p = r.X_p, r.y_p
+    assert r.mode == "sequential" and r.history is None
     expected = np.random.default_rng(4).choice(len(s.target.y), size=3, replace=False)
-    assert np.array_equal(attack.result_.initial_indices, expected)
-    assert np.array_equal(batch.result_.initial_indices, expected)                  # one start draw for both
+    assert np.array_equal(r.initial_indices, expected)
+    assert np.array_equal(b.initial_indices, expected)                  # one start draw for both
     problem = Problem(RidgeFamily(10.0), X, y, X_val, y_val, 0.0, 1.0)
     direct, result = sequential(problem, X[expected].copy(), 1 - y[expected], expected, max_step=0.25 * 28.0,
                                 max_passes=1, max_iter=1, grid=4, tol=1e-5)
     np.testing.assert_allclose(X_p, direct, rtol=1e-12, atol=1e-12)
     assert np.array_equal(y_p, 1 - y[expected])
-    assert result.validation_loss_poisoned == pytest.approx(attack.result_.validation_loss_poisoned, rel=1e-12)
+    assert result.validation_loss_poisoned == pytest.approx(r.validation_loss_poisoned, rel=1e-12)
 
 
 def test_batch_returns_the_iterate_with_the_highest_validation_error_and_stops_on_a_stall(mnist_parts):
     s = mnist_parts
     X, y, X_val, y_val = s.target.X, s.target.y, s.validation.X, s.validation.y
     full = attacks.Poisoning(surrogate="svm_rbf_l", n_points=10, max_steps=40, stall=0, keep="last", seed=1)
-    full.run(X, y, X_val, y_val)
+    f = full.run(X, y, X_val, y_val)
     default = attacks.Poisoning(surrogate="svm_rbf_l", n_points=10, max_steps=40, seed=1)
-    X_p, y_p = default.run(X, y, X_val, y_val)
-    r, f = default.result_, full.result_
+    r = default.run(X, y, X_val, y_val)
+    X_p, y_p = r.X_p, r.y_p
     # the same ascent, cut where the last five steps added less than 1% of the gain so far
     steps = len(r.history) - 1
     assert 5 < steps < len(f.history) - 1
@@ -538,12 +541,13 @@ def test_start_points_offer_two_more_candidates_and_the_rule_picks_one(mnist_par
 
     s = mnist_parts
     X, y, X_val, y_val = s.target.X, s.target.y, s.validation.X, s.validation.y
-    start = attacks.Poisoning(surrogate=name, n_points=4, seed=3).run(X, y, X_val, y_val)
+    smaller = attacks.Poisoning(surrogate=name, n_points=4, seed=3).run(X, y, X_val, y_val)
+    start = (smaller.X_p, smaller.y_p)
     fresh = attacks.Poisoning(surrogate=name, n_points=8, seed=3)
-    fresh.run(X, y, X_val, y_val)
+    f = fresh.run(X, y, X_val, y_val)
     warm = attacks.Poisoning(surrogate=name, n_points=8, seed=3)
-    X_p, y_p = warm.run(X, y, X_val, y_val, start=start)
-    r, f = warm.result_, fresh.result_
+    r = warm.run(X, y, X_val, y_val, start=smaller)  # an earlier run's result is a start, as its points are
+    X_p, y_p = r.X_p, r.y_p
     drawn = np.random.default_rng(3).choice(len(y), size=8, replace=False)
     problem = Problem(warm._family(), X, y, X_val, y_val, 0.0, 1.0)
     X_i, pad = padded(problem, start[0], start[1], 1 - y[drawn[4:]], "batch")
@@ -561,7 +565,7 @@ def test_start_points_offer_two_more_candidates_and_the_rule_picks_one(mnist_par
         assert r.initial_indices.tolist() == [-1] * 4 + drawn[4:].tolist()
         assert np.array_equal(y_p, np.r_[start[1], 1 - y[drawn[4:]]])
     if not r.from_start:
-        np.testing.assert_array_equal(X_p, fresh.run(X, y, X_val, y_val)[0])
+        np.testing.assert_array_equal(X_p, fresh.run(X, y, X_val, y_val).X_p)
     assert r.retrainings > f.retrainings
     for bad, match in [((start[0][:, :5], start[1]), "features"), ((start[0], start[1][:3]), "labels"),
                        ((np.vstack([start[0]] * 3), np.r_[start[1], start[1], start[1]]), "more than n_points"),
@@ -588,14 +592,15 @@ def test_a_larger_attacker_starting_from_a_smaller_ones_points_raises_the_svm_h_
     old, new, kept, start = [], [], [], None
     for n_points in (3, 6, 12):
         before = attacks.Poisoning(surrogate="svm_h", n_points=n_points, seed=0, stall=0, keep="last", momentum=0)
-        old.append(misclassified(*before.run(X, y, X_val, y_val)))
+        plain = before.run(X, y, X_val, y_val)
+        old.append(misclassified(plain.X_p, plain.y_p))
         attack = attacks.Poisoning(surrogate="svm_h", n_points=n_points, seed=0)
         previous = start
         start = attack.run(X, y, X_val, y_val, start=start)
-        new.append(misclassified(*start))
-        kept.append(attack.result_)
-        if attack.result_.inert:
-            np.testing.assert_array_equal(start[0][:len(previous[0])], previous[0])
+        new.append(misclassified(start.X_p, start.y_p))
+        kept.append(start)
+        if start.inert:
+            np.testing.assert_array_equal(start.X_p[:len(previous.X_p)], previous.X_p)
     assert old[2] < old[1]
     assert new[0] < new[1] <= new[2]
     assert kept[1].inert == 0 and kept[1].from_start is False     # 10%: the run from its own draw

@@ -66,7 +66,7 @@ def test_greedy_feature_addition_is_optimal_for_a_linear_model(seed):
     y = np.ones(4, dtype=int)
     for eps in (0, 1, 2, 3, 5):
         attack = attacks.FeatureAddition(eps=eps, constraints=(Mask(mask),))
-        x_adv = attack.run(model, x0, y)
+        x_adv = attack.run(model, x0, y).x_adv
         for row, start in zip(x_adv, x0):
             addable = [i for i in range(d) if start[i] == 0 and mask[i]]
             best = max(-(w @ _add(start, s)) for k in range(min(eps, len(addable)) + 1)
@@ -88,10 +88,10 @@ def test_feature_addition_on_a_nonlinear_model_stays_in_the_domain_and_raises_th
     y = (X[:, :3].sum(1) >= 1).astype(int)
     model = models.create("svm_rbf_h").fit(X, y)
     attack = attacks.FeatureAddition(eps=3, features_per_step=2)
-    x_adv = attack.run(model, X[y == 1][:20], y[y == 1][:20])
+    r = attack.run(model, X[y == 1][:20], y[y == 1][:20])
     start = X[y == 1][:20]
-    assert ((x_adv - start) >= 0).all() and ((x_adv - start).sum(1) <= 3).all()
-    assert (attack.result_.objective >= attack.result_.objective_start - 1e-12).all()
+    assert ((r.x_adv - start) >= 0).all() and ((r.x_adv - start).sum(1) <= 3).all()
+    assert (r.objective >= r.objective_start - 1e-12).all()
 
 
 def test_feature_addition_needs_the_l1_budget():
@@ -103,7 +103,7 @@ def test_registry_builds_attacks_and_pieces_by_name():
     pieces = attacks.threat_model(feature_addition=True, binary=True, mask=[True, False], quantize=None)
     assert [type(p).__name__ for p in pieces] == ["FeatureAdditionOnly", "Binary", "Mask"]
     attack = attacks.evasion_attack("pgd_line_search", norm=2, eps=1.0, constraints=pieces[:1], max_iter=5)
-    assert isinstance(attack, attacks.PGDLineSearch) and attack.max_iter == 5
+    assert isinstance(attack, attacks.PGDLineSearch) and attack.settings.max_iter == 5
     with pytest.raises(ConfigError, match="unknown attack kind"):
         attacks.evasion_attack("cw", norm=2, eps=1.0)
     with pytest.raises(ConfigError, match="attack.solver"):
@@ -112,3 +112,78 @@ def test_registry_builds_attacks_and_pieces_by_name():
     assert mask.tolist() == [True, False, True]
     with pytest.raises(ConfigError, match="matches no feature"):
         attacks.manipulable_mask(["a", "b"], ["url::"])
+
+
+def _schema_members():
+    """The members of the config schema's attack union: {kind: (member schema, its solver's schema)}."""
+    from transferlab.experiments.config import ExperimentConfig
+
+    schema = ExperimentConfig.model_json_schema()
+    defs = schema["$defs"]
+    resolve = lambda node: defs[node["$ref"].rsplit("/", 1)[1]] if "$ref" in node else node  # noqa: E731
+    union = schema["properties"]["attack"]
+    members = {}
+    for option in union.get("oneOf", union.get("anyOf", [])):
+        member = resolve(option)
+        members[member["properties"]["kind"]["const"]] = (member, resolve(member["properties"]["solver"]))
+    return members
+
+
+def test_the_config_schema_lists_every_registry_attack_with_its_own_settings():
+    """The config's attack section is a union on kind built from the registry: each attack's member has exactly
+    the evasion fields, and its solver is the attack's own settings model (every field, its bounds)."""
+    from transferlab.attacks.poisoning import PoisoningSettings
+
+    members = _schema_members()
+    assert set(members) == {*attacks.EVASION_ATTACKS, "poisoning"}
+    for kind, attack in attacks.EVASION_ATTACKS.items():
+        member, solver = members[kind]
+        assert set(solver["properties"]) == set(attack.Settings.model_fields), kind
+        assert {"eps", "norm", "double_init", "warm_start", "quantize"} <= set(member["properties"])
+        assert "fractions" not in member["properties"]
+    assert members["pgd_line_search"][1]["properties"]["grid"]["maximum"] == 64
+    member, solver = members["poisoning"]
+    assert set(solver["properties"]) == set(PoisoningSettings.model_fields)
+    assert "fractions" in member["properties"] and not {"eps", "double_init", "norm"} & set(member["properties"])
+
+
+def test_a_new_attack_is_one_module_and_one_registry_line(tmp_path):
+    """An attack defined in its own module (with its settings model) and added to EVASION_ATTACKS appears in the
+    config schema, is validated by the config (a bad setting named) and is built from it: no other edit."""
+    import subprocess
+    import sys
+
+    (tmp_path / "toy_attack.py").write_text('''
+from pydantic import Field, StrictInt
+from transferlab.attacks.fgsm import FGSM
+from transferlab.attacks.settings import AttackSettings
+
+class ToySettings(AttackSettings):
+    rounds: StrictInt = Field(2, ge=1, le=9)
+
+class Toy(FGSM):
+    Settings = ToySettings
+''')
+    script = '''
+import toy_attack
+from transferlab.attacks import registry
+registry.EVASION_ATTACKS["toy"] = toy_attack.Toy                        # the one registry line
+from transferlab.errors import ConfigError
+from transferlab.experiments import evasion
+from transferlab.experiments.config import ExperimentConfig, parse_config
+base = {"split": {"n_target": 10, "n_surrogate": 10, "n_test": 5}, "surrogates": ["svm_l"], "targets": ["svm_l"]}
+config = parse_config({**base, "attack": {"kind": "toy", "eps": [0, 1], "solver": {"rounds": 3}}})
+attack = evasion.make_attack(config, 1.0)
+assert isinstance(attack, toy_attack.Toy) and attack.settings.rounds == 3
+assert "ToySettings" in ExperimentConfig.model_json_schema()["$defs"]
+try:
+    parse_config({**base, "attack": {"kind": "toy", "eps": [1], "solver": {"rounds": 10}}})
+except ConfigError as exc:
+    assert "attack.solver.rounds" in str(exc), exc
+else:
+    raise AssertionError("rounds: 10 was accepted")
+print("ok")
+'''
+    env = {"PYTHONPATH": f"{tmp_path}:{':'.join(sys.path)}", "PATH": "/usr/bin:/bin"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]

@@ -10,41 +10,47 @@ the optimum of the linear objective over the feasible set (tested against brute 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Any
 
 import torch
+from pydantic import Field, StrictInt
 
 from transferlab.attacks.base import EvasionAttack
 from transferlab.attacks.constraints import Binary, FeatureAdditionOnly, Intersection
-from transferlab.errors import ConfigError
+from transferlab.attacks.settings import MAX_STEPS, AttackSettings
 from transferlab.models.base import Classifier
 
 
-@dataclass
-class FeatureAddition(EvasionAttack):
-    """Add up to ε features per point, greedily by the gradient of A (norm 1, binary, feature addition only).
+class FeatureAdditionSettings(AttackSettings):
+    """``features_per_step``: features added per iteration (1 is the exact greedy coordinate ascent; more is faster
+    for nonlinear models, whose gradient is recomputed after every step)."""
 
-    features_per_step : features added per iteration (1 is the exact greedy coordinate ascent; more is faster
-        for nonlinear models, whose gradient is recomputed after every step).
+    features_per_step: StrictInt = Field(1, ge=1, le=MAX_STEPS)
+
+
+class FeatureAddition(EvasionAttack):
+    """Add up to ε features per point, greedily by the gradient of A (norm 1, binary, feature addition only);
+    settings: :class:`FeatureAdditionSettings`.
 
     A :class:`~transferlab.attacks.constraints.Mask` among ``constraints`` restricts the features that may be
     added; FeatureAdditionOnly and Binary are always part of the domain.
     """
 
-    norm: object = 1
-    lb: object = 0.0
-    ub: object = 1.0
-    features_per_step: int = 1
+    Settings = FeatureAdditionSettings
+    settings: FeatureAdditionSettings
+    norms = ("1",)  # ε counts added features
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.p != 1:
-            raise ConfigError("the feature-addition attack counts added features: use norm 1")
-        if self.features_per_step < 1:
-            raise ConfigError(f"features_per_step must be >= 1, got {self.features_per_step}")
+    def __init__(self, norm: Any = 1, eps: float = 1.0, **rest: Any) -> None:
+        super().__init__(norm, eps, **rest)
         kinds = {type(c) for c in self.constraints}
         self.constraints = tuple(self.constraints) + tuple(
             piece() for piece in (FeatureAdditionOnly, Binary) if piece not in kinds)
+
+    @property
+    def continues_its_path(self) -> bool:
+        """Whether the attack at budget k + 1 started from its points at budget k gives what it gives from x0:
+        greedy addition of one feature per step continues its own path (a warm start is then free)."""
+        return self.settings.features_per_step == 1
 
     def _attack(self, model: Classifier, x0: torch.Tensor, labels: torch.Tensor, start: torch.Tensor,
                 domain: Intersection) -> tuple[torch.Tensor, torch.Tensor]:
@@ -61,7 +67,7 @@ class FeatureAddition(EvasionAttack):
             grad = flat(self.objective.gradient(model, xa, labels[active]))
             allowed = (flat(xa) < 0.5) & (flat(ub[active]) >= 1)
             score = torch.where(allowed, grad, torch.full_like(grad, -float("inf")))
-            room = (budget - added[active]).clamp_max(self.features_per_step)
+            room = (budget - added[active]).clamp_max(self.settings.features_per_step)
             k = int(room.max())
             values, index = score.topk(min(k, score.shape[1]), dim=1)
             take = (values > 0) & (torch.arange(values.shape[1], device=x.device)[None, :] < room[:, None])

@@ -1,6 +1,8 @@
 """One registry of evasion attacks and threat-model pieces, reached by the Python API and by the YAML ``attack``
 section alike: a case study names its pieces, :func:`threat_model` turns the names into constraints, and
-:func:`evasion_attack` builds a configured attack from a kind name."""
+:func:`evasion_attack` builds a configured attack from a kind name. A new attack is one module (the attack and its
+settings model, :class:`~transferlab.attacks.settings.AttackSettings`) and one line of :data:`EVASION_ATTACKS`:
+the config's ``attack`` section gets a member of that kind, with ``solver`` typed by its settings model."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from transferlab.attacks.pgd import PGD
 from transferlab.attacks.pgd_line_search import PGDLineSearch
 from transferlab.errors import ConfigError
 
-#: evasion attack kinds by the name a config uses
+#: evasion attack kinds by the name a config uses (each class carries its ``Settings`` model and its ``norms``)
 EVASION_ATTACKS: dict[str, type[EvasionAttack]] = {
     "pgd_line_search": PGDLineSearch,
     "pgd": PGD,
@@ -67,13 +69,13 @@ def threat_model(feature_addition: bool = False, binary: bool = False, mask: Any
 
 
 def evasion_attack(kind: str, *, norm: Any, eps: float, lb: Any = 0.0, ub: Any = 1.0,
-                   constraints: Sequence[Constraint] = (), loss: str = "margin", **solver: Any) -> EvasionAttack:
-    """A configured evasion attack of kind ``kind`` (see :data:`EVASION_ATTACKS`); ``solver`` holds the attack's
-    own settings (e.g. ``max_iter``, ``tol``), and an unknown setting is a :class:`ConfigError` naming it."""
+                   constraints: Sequence[Constraint] = (), loss: str = "margin", settings: Any = None,
+                   **values: Any) -> EvasionAttack:
+    """A configured evasion attack of kind ``kind`` (see :data:`EVASION_ATTACKS`); ``settings`` (the kind's
+    settings model, e.g. a config's ``attack.solver``, or a mapping) and ``values`` hold the attack's own settings
+    (e.g. ``max_iter``, ``tol``); a bad or unknown setting is a :class:`ConfigError` naming ``attack.solver.<it>``."""
     if kind not in EVASION_ATTACKS:
         raise ConfigError(f"unknown attack kind {kind!r}; choose one of {', '.join(EVASION_ATTACKS)}")
-    try:
-        return EVASION_ATTACKS[kind](norm=norm, eps=eps, lb=lb, ub=ub, constraints=tuple(constraints),
-                                     objective=Objective(loss), **solver)
-    except TypeError as exc:
-        raise ConfigError(f"config field 'attack.solver': {exc}") from None
+    attack = EVASION_ATTACKS[kind]
+    return attack(norm=norm, eps=eps, lb=lb, ub=ub, constraints=tuple(constraints), objective=Objective(loss),
+                  settings=attack.Settings.checked(settings, values, where="attack.solver"))

@@ -11,19 +11,15 @@ import math
 import re
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from transferlab.errors import ConfigError
-
-
-class Strict(BaseModel):
-    """Unknown fields are errors, and values are not coerced: ``true`` is not the number 1 nor a class name, and
-    ``"5"`` is not a count (a whole number is accepted where a real number is expected)."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
+from transferlab.experiments.attack_config import SECTIONS, AttackSection, EvasionSection
+from transferlab.experiments.schema import (MAX_BUDGETS, MAX_CONFIG_BYTES, MAX_PART, MAX_REPETITIONS, MAX_SURROGATE_DRAWS,
+                                            Strict)
 
 
 #: what a model, ensemble, saved-model or experiment name may look like: a name, never a path (names become file and
@@ -50,112 +46,11 @@ class DatasetConfig(Strict):
     select_features: Optional[int] = Field(default=None, ge=1)
 
 
-#: bounds on what a small config can ask for (memory and time are spent only after validation)
-MAX_PART = 10_000_000
-MAX_REPETITIONS = 1_000
-MAX_BUDGETS = 200
-MAX_CONFIG_BYTES = 1 << 20
-#: most surrogates trained per data fraction for V (each one is a full training run)
-MAX_SURROGATE_DRAWS = 100
-#: finest quantisation grid (levels per unit)
-MAX_QUANTIZE = 1 << 20
-
-
 class SplitConfig(Strict):
     n_target: int = Field(gt=0, le=MAX_PART)
     n_surrogate: int = Field(gt=0, le=MAX_PART)
     n_test: int = Field(gt=0, le=MAX_PART)
     n_validation: int = Field(default=0, ge=0, le=MAX_PART)
-
-
-class AttackConfig(Strict):
-    """The attack and its threat model, as data.
-
-    Evasion: ``kind`` (a name of :data:`transferlab.attacks.EVASION_ATTACKS`), ``norm``, the budgets ``eps``.
-    Poisoning: ``kind: poisoning`` and ``fractions``, the poisoning points as fractions of the target's training
-    set. Both: the box ``lb``/``ub`` and ``solver`` settings passed to the attack (e.g. max_iter, tol, max_passes).
-
-    Threat-model pieces (evasion): ``feature_addition`` (x′ ⪰ x0: features may only be added), ``binary``
-    (x′ ∈ {0, 1}^d; goes with norm 1, ε = number of changed features), ``manipulable`` (feature-name prefixes of
-    the features the attacker may change; the others stay fixed), ``attack_class`` (attack only the test points of
-    this class, by name or label, e.g. ``malware``), ``quantize`` (crafted points rounded onto the grid of
-    multiples of 1/quantize, e.g. 255 for 8-bit images, staying inside Φ), and ``double_init`` (the models — as
-    surrogates or white-box targets — for which Algorithm 1 also starts from the source model's own training point
-    that it scores most confidently in another class, keeping the better result per point; the paper does this for
-    nonlinear models). ``warm_start``: each budget starts from the points crafted at the previous one (the authors'
-    security evaluation does this), so a curve of nine budgets costs little more than its largest budget."""
-
-    kind: Literal["pgd_line_search", "pgd", "fgsm", "mifgsm", "feature_addition", "poisoning"] = "pgd_line_search"
-    norm: Literal["1", "2", "inf"] = "2"
-    eps: list[float] = Field(default_factory=list, max_length=MAX_BUDGETS)
-    fractions: list[float] = Field(default_factory=list, max_length=MAX_BUDGETS)
-    lb: Optional[float] = 0.0
-    ub: Optional[float] = 1.0
-    loss: Literal["margin", "cross_entropy"] = "margin"
-    solver: dict[str, Any] = Field(default_factory=dict)
-    feature_addition: bool = False
-    binary: bool = False
-    manipulable: Optional[list[str]] = Field(default=None, min_length=1)
-    attack_class: Optional[Union[int, str]] = None
-    quantize: Optional[int] = Field(default=None, ge=1, le=MAX_QUANTIZE)
-    double_init: list[str] = Field(default_factory=list)
-    warm_start: bool = False
-
-    @field_validator("norm", mode="before")
-    @classmethod
-    def _norm_as_text(cls, value: Any) -> Any:
-        return str(value).lower().replace("linf", "inf").replace("l", "") if value is not None else value
-
-    @field_validator("attack_class", mode="before")
-    @classmethod
-    def _class_name_or_label(cls, value: Any) -> Any:
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, str))):
-            raise ValueError(f"attack.attack_class: give a class name or a label number, got {value!r}")
-        return value
-
-    @field_validator("eps")
-    @classmethod
-    def _eps_non_negative(cls, value: list[float]) -> list[float]:
-        for e in value:
-            if not (e >= 0) or e == float("inf"):
-                raise ValueError(f"every budget must be a finite number >= 0 (got {e})")
-        return sorted(set(value))
-
-    @field_validator("fractions")
-    @classmethod
-    def _fractions_in_range(cls, value: list[float]) -> list[float]:
-        for f in value:
-            if not 0 < f <= 1:
-                raise ValueError(f"poisoning fractions must be in (0, 1], got {f}")
-        return sorted(set(value))
-
-    @model_validator(mode="after")
-    def _budgets_match_kind(self) -> AttackConfig:
-        if self.kind == "poisoning" and not self.fractions:
-            raise ValueError("a poisoning attack needs fractions, e.g. [0.05, 0.1, 0.2]")
-        if self.kind != "poisoning" and not self.eps:
-            raise ValueError("an evasion attack needs eps, the list of budgets, e.g. [0, 0.5, 1, 2]")
-        for name in ("lb", "ub"):
-            value = getattr(self, name)
-            if value is not None and not math.isfinite(value):
-                raise ValueError(f"attack.{name}: must be a finite number or null (unbounded), got {value}")
-        if self.lb is not None and self.ub is not None and not self.lb < self.ub:
-            raise ValueError(f"attack.lb: {self.lb} must be below attack.ub ({self.ub}); swap or fix the box")
-        if (self.binary or self.kind == "feature_addition") and self.norm != "1":
-            raise ValueError("binary features are attacked with an l1 budget (eps = number of changed features): "
-                             "set norm: 1")
-        if self.kind == "poisoning" and (self.feature_addition or self.binary or self.manipulable or
-                                         self.attack_class is not None or self.quantize or self.double_init):
-            raise ValueError("feature_addition, binary, manipulable, attack_class, quantize and double_init are "
-                             "evasion settings; a poisoning attack takes the box lb/ub only")
-        if "double_init" in self.solver:
-            raise ValueError("set double_init as attack.double_init: [model names] (the source model's training "
-                             "data is the pool), not in attack.solver")
-        return self
-
-    @property
-    def budgets(self) -> list[float]:
-        return [0.0, *self.fractions] if self.kind == "poisoning" else self.eps
 
 
 class DetectorConfig(Strict):
@@ -215,7 +110,7 @@ class ExperimentConfig(Strict):
     #: (fitted or not) or a ``models.save`` folder of a wrapped estimator, never an ``.onnx`` file. Checked against
     #: the data before any work (experiments.common.check_saved_models); their files are part of the run's identity
     saved_models: dict[str, str] = Field(default_factory=dict)
-    attack: AttackConfig
+    attack: AttackSection
     detector: DetectorConfig = Field(default_factory=DetectorConfig)
     variance: VarianceConfig = Field(default_factory=VarianceConfig)
     nn_sweep: Optional[SweepConfig] = None
@@ -309,13 +204,15 @@ class ExperimentConfig(Strict):
             from transferlab.models.registry import check_overrides
 
             check_overrides(name, overrides)
-        _check_solver(self)
-        for name in self.attack.double_init:
+        for name in self._double_init():
             if name not in self.surrogates and name not in self.targets:
                 raise ValueError(f"attack.double_init: {name!r} is neither a surrogate nor a target of this config")
         if self.detector.fpr is not None and self.kind == "poisoning":
             raise ValueError("detector.fpr applies to evasion experiments")
         return self
+
+    def _double_init(self) -> list[str]:
+        return self.attack.double_init if isinstance(self.attack, EvasionSection) else []
 
     def identity_hash(self) -> str:
         """Hash of everything that changes results (not the data folder's location). Fields left at their
@@ -340,40 +237,22 @@ def _check_names(config: ExperimentConfig) -> None:
     for field_name in ("saved_models", "model_overrides"):
         for name in getattr(config, field_name):
             check_name(name, field_name)
-    for name in config.attack.double_init:
+    for name in config._double_init():
         check_name(name, "attack.double_init")
-
-
-def _check_solver(config: "ExperimentConfig") -> None:
-    """Build the configured attack once, so an unknown or out-of-range solver setting is reported now, naming
-    ``attack.solver``, and not inside a cell after the training stage."""
-    a = config.attack
-    if a.kind == "poisoning":
-        from transferlab.attacks.poisoning import Poisoning
-
-        try:
-            Poisoning(surrogate=config.surrogates[0], n_points=1, lb=a.lb, ub=a.ub, **a.solver)
-        except TypeError as exc:
-            raise ValueError(f"attack.solver: {exc}") from None
-        except ConfigError as exc:
-            raise ValueError(f"attack.solver: {exc}") from None
-        return
-    from transferlab.attacks import evasion_attack
-
-    solver = dict(a.solver)
-    if a.double_init:
-        solver["double_init"] = True
-    try:
-        evasion_attack(a.kind, norm=a.norm, eps=max(a.eps), lb=a.lb, ub=a.ub, loss=a.loss, **solver)
-    except ConfigError as exc:
-        message = str(exc).removeprefix("config field 'attack.solver': ")
-        raise ValueError(f"attack.solver: {message}") from None
 
 
 def _format_validation_error(exc: ValidationError, source: str) -> str:
     first = exc.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    loc = list(first["loc"])
     message = first["msg"].removeprefix("Value error, ")
+    if loc[:1] == ["attack"] and len(loc) > 1 and loc[1] in SECTIONS:  # the union's tag: the kind, not a field
+        kind = loc.pop(1)
+        if first["type"] == "extra_forbidden" and len(loc) in (2, 3):
+            section = SECTIONS[kind] if len(loc) == 2 else SECTIONS[kind].model_fields["solver"].annotation
+            part = "section" if len(loc) == 2 else "solver settings"
+            message = (f"not a field of the {kind} attack's {part}; its fields are "
+                       f"{', '.join(section.model_fields)}")  # type: ignore[union-attr]
+    where = ".".join(str(p) for p in loc) or "(top level)"
     named = re.match(r"^([a-z_]+(?:\.[A-Za-z0-9_-]+)*): (.*)$", message)
     if named and where in ("(top level)", named.group(1).split(".")[0]):
         where, message = named.group(1), named.group(2)

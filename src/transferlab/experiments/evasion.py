@@ -91,18 +91,13 @@ def manipulable(config: ExperimentConfig, part: datasets.Dataset) -> np.ndarray 
     return attacks.manipulable_mask(part.feature_names, config.attack.manipulable)
 
 
-def make_attack(config: ExperimentConfig, eps: float, mask: np.ndarray | None = None,
-                double_init: bool = False) -> attacks.EvasionAttack:
-    """The configured attack at budget ``eps``, with the config's threat-model pieces."""
+def make_attack(config: ExperimentConfig, eps: float, mask: np.ndarray | None = None) -> attacks.EvasionAttack:
+    """The configured attack at budget ``eps``, with the config's threat-model pieces and its settings
+    (``attack.solver``, already validated by the config)."""
     a = config.attack
     pieces = attacks.threat_model(a.feature_addition, a.binary, mask, a.quantize)
-    solver = dict(a.solver)
-    if double_init:
-        if a.kind != "pgd_line_search":
-            raise ConfigError("attack.double_init is a setting of the pgd_line_search attack")
-        solver["double_init"] = True
     return attacks.evasion_attack(a.kind, norm=a.norm, eps=eps, lb=a.lb, ub=a.ub, constraints=pieces, loss=a.loss,
-                                  **solver)
+                                  settings=a.solver)
 
 
 def dense(X: Any) -> np.ndarray:
@@ -239,26 +234,18 @@ def craft(config: ExperimentConfig, cell: Cell, inputs: Mapping[str, ModelArtifa
     else:
         source_data, target_names, fraction = split.surrogate_subsample(cell.fraction), config.targets, cell.fraction
         source = _surrogate(config, inputs, cell, 0)
-    double_init = cell.model in config.attack.double_init
-    crafted: dict[float, Any] = {}
-    previous = attacked = None
-    for eps in config.attack.eps:
-        if eps == 0:
-            crafted[eps] = X
-            continue
-        if attacked is None:
-            attacked = dense(X)  # the rows the attack runs on
-        attack = make_attack(config, eps, mask, double_init)
-        greedy = isinstance(attack, attacks.FeatureAddition) and attack.features_per_step == 1
+    crafted: dict[float, Any] = {eps: X for eps in config.attack.eps if eps == 0}  # ε = 0 is never attacked
+    budgets = [eps for eps in config.attack.eps if eps > 0]
+    if budgets:
+        attack = make_attack(config, budgets[0], mask)
         # greedy addition at budget k+1 continues the greedy path of budget k: starting there gives the same points
         # as starting from x0; for other attacks attack.warm_start asks for it
-        init = previous if (config.attack.warm_start or greedy) else None
-        if double_init:
-            previous = attack.run(source, attacked, y, init=init, init_pool=source_data.X)
-        else:
-            previous = attack.run(source, attacked, y, init=init)
-        crafted[eps] = sp.csr_matrix(previous) if sparse else previous
-    del attacked
+        double_init = cell.model in config.attack.double_init
+        curve = attacks.security_curve(attack, source, dense(X), y, budgets,
+                                       warm_start=config.attack.warm_start or attack.continues_its_path,
+                                       double_init=double_init, pool=source_data.X if double_init else None)
+        for eps, result in zip(curve.eps, curve.results):
+            crafted[eps] = sp.csr_matrix(result.x_adv) if sparse else result.x_adv
     variance = float("nan")
     if cell.role == TRANSFER:
         n_draws = draws_of(config, cell.model, config.variance.n_surrogates)
@@ -331,10 +318,9 @@ def sweep(config: ExperimentConfig, cell: Cell, inputs: Mapping[str, ModelArtifa
     model = create_model(config, "nn_h", cell.repetition, weight_decay=cell.weight_decay)
     model.fit(split.target.X, split.target.y)
     eps = config.nn_sweep.eps
-    attack = make_attack(config, eps, manipulable(config, split.test))
-    attack.run(model, dense(X), y)
+    result = make_attack(config, eps, manipulable(config, split.test)).run(model, dense(X), y)
     q = dual_norm(parse_norm(config.attack.norm))
     s_value = size_and_alignment(model, {"nn_h": (model, None)}, X, y, config.attack.loss, q)["nn_h"][0]
     row = {"repetition": cell.repetition, "weight_decay": cell.weight_decay, "budget": eps,
-           "error": attack.result_.error, "S": s_value}
+           "error": result.error, "S": s_value}
     return {}, {"sweep": [row]}, {}

@@ -107,12 +107,12 @@ def craft(config: ExperimentConfig, cell: Cell):
         source_data, target_names, fraction = split.target, [cell.model], None
     else:
         source_data, target_names, fraction = split.surrogate_subsample(cell.fraction), config.targets, cell.fraction
-    solver = dict(config.attack.solver)
     seed = (config.seed * 100_003 + cell.repetition * 101) % 2 ** 63  # an attack seed has 63 bits; small ones stay
     surrogate = create_model(config, cell.model, cell.repetition)
     attack = Poisoning(surrogate=surrogate, n_points=n_points, lb=config.attack.lb, ub=config.attack.ub, seed=seed,
-                       **solver)
-    X_p, y_p = attack.run(source_data.X, source_data.y, X_val, y_val)
+                       settings=config.attack.solver)
+    r = attack.run(source_data.X, source_data.y, X_val, y_val)
+    X_p, y_p = r.X_p, r.y_p
     family = family_for(surrogate)
     X_src, y_src = np.vstack([source_data.X, X_p]), np.r_[source_data.y, y_p]
     src_params = family.fit(X_src, y_src)
@@ -146,10 +146,9 @@ def craft(config: ExperimentConfig, cell: Cell):
             s_value = metrics.gradient_size(t_grads, 2)
             r_value = metrics.gradient_alignment(src_grads, t_grads)
         metric_rows.append({**base, "target": name, "setting": cell.role, "S": s_value, "R": r_value, "V": variance})
-    start = source_data.X[attack.result_.initial_indices].astype(np.float32)
+    start = source_data.X[r.initial_indices].astype(np.float32)
     artifacts = {points_file(cell): points_artifact(load_dataset(config).image_shape, X=X_p.astype(np.float32),
                                                     y=y_p, X_start=start)} if config.keep_points else {}
-    r = attack.result_
     info = {"n_points": n_points, "validation_loss_clean": r.validation_loss_clean,
             "validation_loss_poisoned": r.validation_loss_poisoned, "passes": r.passes}
     return info, {"results": results, "metrics": metric_rows}, artifacts

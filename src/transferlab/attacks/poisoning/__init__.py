@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from transferlab.attacks.poisoning.attack import Poisoning
+from transferlab.attacks.poisoning.attack import Poisoning, PoisoningSettings
 from transferlab.attacks.poisoning.base import Family, LinearParams, Session, SessionFit
 from transferlab.attacks.poisoning.logistic import LogisticFamily
 from transferlab.attacks.poisoning.ridge import RidgeFamily
@@ -37,5 +37,5 @@ def family_for(model: Any) -> Family:
                       f"{type(model).__name__}")
 
 
-__all__ = ["Poisoning", "PoisoningResult", "Family", "Session", "SessionFit", "LinearParams", "LogisticFamily",
+__all__ = ["Poisoning", "PoisoningSettings", "PoisoningResult", "Family", "Session", "SessionFit", "LinearParams", "LogisticFamily",
            "RidgeFamily", "SVMFamily", "RBFSVMFamily", "FAMILIES", "family_for", "signed"]

@@ -11,22 +11,21 @@ algorithm.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from contextlib import nullcontext
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, Optional
 
 import numpy as np
+from pydantic import Field, StrictInt
 from threadpoolctl import threadpool_limits
 
-from transferlab.attacks.base import check_settings
+from transferlab.attacks.settings import MAX_GRID, MAX_SEED, MAX_STEPS, AttackSettings, shown
 from transferlab.attacks.poisoning.base import Family
 from transferlab.attacks.poisoning.strategies import (PoisoningResult, Problem, batch, padded, sequential,
                                                       start_indices)
 from transferlab.errors import ConfigError, DataError
 from transferlab.models.base import Classifier, check_X, check_y
 
-MODES = ("batch", "sequential")
-KEEP = ("error", "last")
 #: up to this many rows (training plus poisoning points) the attack runs with one BLAS thread: its matrices are too
 #: small for threads to pay, and on a busy machine they cost (sequential ridge, 120 rows: 3.6 s of CPU time with one
 #: thread, 23–30 s with the default two on a loaded 2-core machine)
@@ -38,63 +37,60 @@ ONE_THREAD_ROWS = 2000
 REPLACE_POINTS, REPLACE_FRACTION = 2, 0.01
 
 
-@dataclass
+class PoisoningSettings(AttackSettings):
+    """The settings of :class:`Poisoning` (the config's ``attack.solver`` for ``kind: poisoning``).
+
+    ``mode`` "batch" (the default: all points together, one implicit-gradient solve per step, warm-started
+    retraining) or "sequential" (the paper's one-point-at-a-time algorithm; see
+    :mod:`transferlab.attacks.poisoning.strategies`); ``max_steps`` common steps, ``momentum`` the weight of the
+    previous step in the next direction (heavy ball; 0: the gradient alone), ``stall`` the stall rule (stop once
+    the last five steps added less than this fraction of the gain so far; 0: only ``tol`` and ``max_steps`` stop
+    it) and ``keep`` which iterate to return ("error": the one with the highest validation error of the surrogate;
+    "last": the last, of the highest validation loss) — batch; ``max_passes`` passes over the points and
+    ``max_iter`` ascent steps per point and pass — sequential; ``step`` the largest step (ℓ2 length per point;
+    default 0.25·‖ub − lb‖·√d); ``grid`` step sizes tried per line search; ``tol`` the least gain of the validation
+    loss a step must bring; ``init`` the starting points ("random": a seeded random draw, or "confident": the
+    training points the clean surrogate classifies with the largest margin), labels flipped."""
+
+    mode: Literal["batch", "sequential"] = "batch"
+    max_steps: StrictInt = Field(100, ge=1, le=MAX_STEPS)
+    momentum: float = Field(0.9, ge=0, lt=1, allow_inf_nan=False)
+    stall: float = Field(0.01, ge=0, lt=1, allow_inf_nan=False)
+    keep: Literal["error", "last"] = "error"
+    max_passes: StrictInt = Field(3, ge=1, le=10 ** 6)
+    max_iter: StrictInt = Field(5, ge=1, le=MAX_STEPS)
+    step: Optional[float] = Field(None, gt=0, allow_inf_nan=False)
+    grid: StrictInt = Field(4, ge=1, le=MAX_GRID)
+    tol: float = Field(1e-5, ge=0, allow_inf_nan=False)
+    init: Literal["random", "confident"] = "random"
+
+
 class Poisoning:
     """Availability poisoning against a surrogate (a registry name or an unfitted classifier from
-    ``models.create``: logistic, ridge, linear SVM or RBF SVM).
+    ``models.create``: logistic, ridge, linear SVM or RBF SVM): ``n_points`` poisoning points in the box
+    ``lb``/``ub``, the start draw seeded by ``seed``; the attack's own settings (:class:`PoisoningSettings`) as
+    ``settings`` and/or keyword arguments (``mode="sequential"``), read back as ``attack.settings``. Every value is
+    checked here, once, before any work."""
 
-    Parameters: ``n_points`` poisoning points; ``lb``/``ub`` the box; ``mode`` "batch" (the default: all points
-    together, one implicit-gradient solve per step, warm-started retraining) or "sequential" (the paper's
-    one-point-at-a-time algorithm; see :mod:`transferlab.attacks.poisoning.strategies`); ``max_steps`` common
-    steps, ``momentum`` the weight of the previous step in the next direction (heavy ball; 0: the gradient alone),
-    ``stall`` the stall rule (stop once the last five steps added less than this fraction of the gain so far; 0:
-    only ``tol`` and ``max_steps`` stop it) and ``keep`` which iterate to return ("error": the one with the highest
-    validation error of the surrogate; "last": the last, of the highest validation loss) — batch;
-    ``max_passes`` passes over the points and ``max_iter`` ascent steps per point and pass — sequential; ``step``
-    the largest step (ℓ2 length per point; default 0.25·‖ub − lb‖·√d); ``grid`` step sizes tried per line search;
-    ``tol`` the least gain of the validation loss a step must bring; ``init`` the starting points ("random": a
-    seeded random draw, or "confident": the training points the clean surrogate classifies with the largest
-    margin), labels flipped; ``seed``.
-    """
+    Settings = PoisoningSettings
 
-    surrogate: Any = "logistic_l"
-    n_points: int = 10
-    lb: float = 0.0
-    ub: float = 1.0
-    max_passes: int = 3
-    max_iter: int = 5
-    step: float | None = None
-    grid: int = 4
-    tol: float = 1e-5
-    seed: int = 0
-    mode: str = "batch"
-    max_steps: int = 100
-    init: str = "random"
-    stall: float = 0.01
-    keep: str = "error"
-    momentum: float = 0.9
-    result_: PoisoningResult | None = field(default=None, init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        """Every setting checked here, once, before any work (the config builds the attack once to report them)."""
-        check_settings(self)  # n_points, max_passes, max_iter, step, grid, tol, seed, max_steps: types and ranges
-        for name in ("lb", "ub"):
-            value = getattr(self, name)
+    def __init__(self, surrogate: Any = "logistic_l", n_points: int = 10, lb: float = 0.0, ub: float = 1.0,
+                 seed: int = 0, settings: PoisoningSettings | Mapping[str, Any] | None = None,
+                 **values: Any) -> None:
+        for name, value, least, most in (("n_points", n_points, 1, MAX_STEPS), ("seed", seed, 0, MAX_SEED)):
+            if isinstance(value, bool) or not isinstance(value, int) or not least <= value <= most:
+                raise ConfigError(f"{name} must be a whole number >= {least} and <= {most:,}, got {shown(value)}")
+        for name, value in (("lb", lb), ("ub", ub)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
-                raise ConfigError(f"{name} must be a finite number, got {value!r}")
-        if not self.lb < self.ub:
-            raise ConfigError(f"the box needs lb < ub, got [{self.lb}, {self.ub}]")
-        if self.mode not in MODES:
-            raise ConfigError(f"mode must be one of {', '.join(map(repr, MODES))}, got {self.mode!r}")
-        if self.init not in ("random", "confident"):
-            raise ConfigError(f"init must be 'random' or 'confident', got {self.init!r}")
-        if isinstance(self.stall, bool) or not isinstance(self.stall, (int, float)) or not 0 <= self.stall < 1:
-            raise ConfigError(f"stall must be a number >= 0 and < 1, got {self.stall!r}")
-        if isinstance(self.momentum, bool) or not isinstance(self.momentum, (int, float)) or \
-                not 0 <= self.momentum < 1:
-            raise ConfigError(f"momentum must be a number >= 0 and < 1, got {self.momentum!r}")
-        if self.keep not in KEEP:
-            raise ConfigError(f"keep must be one of {', '.join(map(repr, KEEP))}, got {self.keep!r}")
+                raise ConfigError(f"{name} must be a finite number, got {shown(value)}")
+        if not lb < ub:
+            raise ConfigError(f"the box needs lb < ub, got [{lb}, {ub}]")
+        self.surrogate, self.n_points, self.lb, self.ub, self.seed = surrogate, n_points, lb, ub, seed
+        self.settings: PoisoningSettings = self.Settings.checked(settings, values)  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in self.settings)
+        return f"Poisoning(surrogate={self.surrogate!r}, n_points={self.n_points}, seed={self.seed}, {fields})"
 
     def _family(self) -> Family:
         from transferlab.attacks.poisoning import family_for
@@ -108,21 +104,22 @@ class Poisoning:
         raise ConfigError("surrogate must be a registry name or a classifier from transferlab.models.create")
 
     def run(self, X_train: Any, y_train: Any, X_val: Any, y_val: Any,
-            start: tuple[Any, Any] | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Craft the poisoning points; returns (X_p, y_p) only (the points to add to the training set).
+            start: tuple[Any, Any] | PoisoningResult | None = None) -> PoisoningResult:
+        """Craft the poisoning points: the result holds them (``X_p``, ``y_p``: the points to add to the training
+        set) with the run's diagnostics. The attack itself is not changed by a run.
 
-        ``start`` = (X_s, y_s), at most ``n_points`` rows in the box with labels 0/1, offers a second starting
-        set: the first poisoning points start there with those labels (a larger attacker continuing from a
-        smaller one's points), the rest are drawn by ``init`` (the last n_points − len(X_s) of its draw of
-        ``n_points`` training points). The attack then runs from that set and from its own draw alone and takes
+        ``start`` = (X_s, y_s) or an earlier run's result, at most ``n_points`` rows in the box with labels 0/1,
+        offers a second starting set: the first poisoning points start there with those labels (a larger attacker
+        continuing from a smaller one's points), the rest are drawn by ``init`` (the last n_points − len(X_s) of
+        its draw of ``n_points`` training points). The attack then runs from that set and from its own draw alone and takes
         the run whose points give the surrogate the higher validation error (ties: the higher validation loss, then
         the warm-started run). It also scores the given points with the rest placed where they leave the surrogate
         as the given points made it (:func:`~transferlab.attacks.poisoning.strategies.padded`: what a larger
         attacker can always do — exactly for the SVMs and ridge) and keeps that instead unless the run is at least
         as good on both the validation error and the validation loss, or misclassifies clearly more validation
         points (:data:`REPLACE_POINTS`, :data:`REPLACE_FRACTION`): a new set of points replaces the smaller
-        attacker's only where the attacker's own data say it is better. ``result_.from_start`` and
-        ``result_.inert`` say which one it kept. Up to :data:`ONE_THREAD_ROWS` rows the attack runs with one BLAS
+        attacker's only where the attacker's own data say it is better. The result's ``from_start`` and
+        ``inert`` say which one it kept. Up to :data:`ONE_THREAD_ROWS` rows the attack runs with one BLAS
         thread."""
         X_train, X_val = check_X(X_train, "X_train"), check_X(X_val, "X_val")
         y_train, y_val = check_y(y_train, len(X_train)), check_y(y_val, len(X_val))
@@ -139,12 +136,13 @@ class Poisoning:
         X_s, y_s = self._checked_start(start, X_train.shape[1])
         small = len(X_train) + self.n_points <= ONE_THREAD_ROWS
         with threadpool_limits(1) if small else nullcontext():
-            X_p, y_p, self.result_ = self._crafted(X_train, y_train, X_val, y_val, X_s, y_s)
-        return X_p.copy(), y_p.copy()
+            X_p, y_p, result = self._crafted(X_train, y_train, X_val, y_val, X_s, y_s)
+        result.X_p, result.y_p = X_p.copy(), y_p.copy()
+        return result
 
     def _crafted(self, X_train, y_train, X_val, y_val, X_s, y_s) -> tuple[np.ndarray, np.ndarray, PoisoningResult]:
         problem = Problem(self._family(), X_train, y_train, X_val, y_val, float(self.lb), float(self.ub))
-        drawn = start_indices(problem, self.n_points, self.init, self.seed)
+        drawn = start_indices(problem, self.n_points, self.settings.init, self.seed)
         X_p, y_p, result = self._optimise(problem, X_train[drawn], 1 - y_train[drawn], drawn)
         if len(X_s):
             rest = drawn[len(X_s):]
@@ -156,7 +154,7 @@ class Poisoning:
                                                                         c[2].validation_loss_poisoned))
             retrainings = sum(c[2].retrainings for c in candidates)
             if len(rest):
-                X_i, inert = padded(problem, X_s, y_s, labels, self.mode)
+                X_i, inert = padded(problem, X_s, y_s, labels, self.settings.mode)
                 retrainings += inert.retrainings
                 margin = max(REPLACE_POINTS / len(X_val), REPLACE_FRACTION)
                 dominates = result.validation_error_poisoned >= inert.validation_error_poisoned and \
@@ -170,22 +168,23 @@ class Poisoning:
                   chosen: np.ndarray) -> tuple[np.ndarray, np.ndarray, PoisoningResult]:
         """One run of the configured strategy from (X_p, y_p) (``chosen``: their training indices, −1 for given
         rows)."""
-        X_start = X_p.copy()
-        max_step = self.step if self.step is not None else 0.25 * (self.ub - self.lb) * np.sqrt(X_p.shape[1])
-        if self.mode == "batch":
-            X_p, result = batch(problem, X_p.copy(), y_p, chosen, max_step=max_step, max_steps=self.max_steps,
-                                grid=self.grid, tol=self.tol, stall=self.stall, keep=self.keep,
-                                momentum=self.momentum)
+        X_start, s = X_p.copy(), self.settings
+        max_step = s.step if s.step is not None else 0.25 * (self.ub - self.lb) * np.sqrt(X_p.shape[1])
+        if s.mode == "batch":
+            X_p, result = batch(problem, X_p.copy(), y_p, chosen, max_step=max_step, max_steps=s.max_steps,
+                                grid=s.grid, tol=s.tol, stall=s.stall, keep=s.keep, momentum=s.momentum)
         else:
-            X_p, result = sequential(problem, X_p.copy(), y_p, chosen, max_step=max_step,
-                                     max_passes=self.max_passes, max_iter=self.max_iter, grid=self.grid,
-                                     tol=self.tol)
+            X_p, result = sequential(problem, X_p.copy(), y_p, chosen, max_step=max_step, max_passes=s.max_passes,
+                                     max_iter=s.max_iter, grid=s.grid, tol=s.tol)
         result.X_start = X_start
         return X_p, y_p, result
 
-    def _checked_start(self, start: tuple[Any, Any] | None, d: int) -> tuple[np.ndarray, np.ndarray]:
+    def _checked_start(self, start: tuple[Any, Any] | PoisoningResult | None,
+                       d: int) -> tuple[np.ndarray, np.ndarray]:
         if start is None:
             return np.empty((0, d)), np.empty(0, dtype=np.int64)
+        if isinstance(start, PoisoningResult):
+            start = (start.X_p, start.y_p)
         if not isinstance(start, (tuple, list)) or len(start) != 2:
             raise DataError("start must be a pair (X_start, y_start) of points and their labels")
         X_s = check_X(start[0], "start X")

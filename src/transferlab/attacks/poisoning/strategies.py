@@ -54,7 +54,8 @@ class PoisoningResult:
     ``validation_error_clean`` and ``validation_error_poisoned`` are the surrogate's errors on the validation set
     without and with the returned points; ``from_start`` whether they came from ``run(start=...)`` (``retrainings``
     then counts every candidate's), ``inert`` how many of them were placed where they leave the surrogate as the
-    start points made it (:func:`padded`, not optimised)."""
+    start points made it (:func:`padded`, not optimised). ``X_p`` and ``y_p`` are the poisoning points and their
+    labels, set on the result that :meth:`Poisoning.run <transferlab.attacks.poisoning.Poisoning.run>` returns."""
 
     objective_before: np.ndarray
     objective_after: np.ndarray
@@ -72,6 +73,8 @@ class PoisoningResult:
     X_start: np.ndarray | None = None
     from_start: bool = False
     inert: int = 0
+    X_p: np.ndarray | None = None
+    y_p: np.ndarray | None = None
 
 
 @dataclass
