@@ -22,7 +22,7 @@ seeded from the run's ``seed`` and repetition).
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Annotated, Any, Callable, Literal, Optional, Union
 
 from pydantic import Discriminator, Field, Tag, create_model, field_validator, model_validator
 
@@ -31,6 +31,16 @@ from transferlab.experiments.schema import MAX_BUDGETS, MAX_QUANTIZE, Strict
 
 #: the kind a config's attack section has when it names none
 DEFAULT_KIND = "pgd_line_search"
+
+
+def _budgets(values: list[float], missing: str, valid: Callable[[float], bool], rule: str) -> list[float]:
+    """The budgets sorted and without repeats, each ``valid`` (else ``rule``, with the value); none: ``missing``."""
+    if not values:
+        raise ValueError(missing)
+    for value in values:
+        if not valid(value):
+            raise ValueError(f"{rule}, got {value}")
+    return sorted(set(values))
 
 
 class BoxSection(Strict):
@@ -80,18 +90,15 @@ class EvasionSection(BoxSection):
     @field_validator("eps")
     @classmethod
     def _eps_non_negative(cls, value: list[float]) -> list[float]:
-        if not value:
-            raise ValueError("an evasion attack needs eps, the list of budgets, e.g. [0, 0.5, 1, 2]")
-        for e in value:
-            if not (e >= 0) or e == float("inf"):
-                raise ValueError(f"every budget must be a finite number >= 0 (got {e})")
-        return sorted(set(value))
+        return _budgets(value, "an evasion attack needs eps, the list of budgets, e.g. [0, 0.5, 1, 2]",
+                        lambda e: e >= 0 and e != float("inf"), "every budget must be a finite number >= 0")
 
     @model_validator(mode="after")
     def _norm_fits(self) -> EvasionSection:
         norms = EVASION_ATTACKS[self.kind].norms
         if self.norm not in norms:
-            raise ValueError(f"attack.norm: the {self.kind} attack takes norm {' or '.join(norms)}, got {self.norm}")
+            raise ValueError(f"attack.norm: the {self.kind} attack takes norm {' or '.join(norms)}; set norm: "
+                             f"{norms[0]} (got {self.norm})")
         if self.binary and self.norm != "1":
             raise ValueError("binary features are attacked with an l1 budget (eps = number of changed features): "
                              "set norm: 1")
@@ -114,12 +121,8 @@ class PoisoningSection(BoxSection):
     @field_validator("fractions")
     @classmethod
     def _fractions_in_range(cls, value: list[float]) -> list[float]:
-        if not value:
-            raise ValueError("a poisoning attack needs fractions, e.g. [0.05, 0.1, 0.2]")
-        for f in value:
-            if not 0 < f <= 1:
-                raise ValueError(f"poisoning fractions must be in (0, 1], got {f}")
-        return sorted(set(value))
+        return _budgets(value, "a poisoning attack needs fractions, e.g. [0.05, 0.1, 0.2]", lambda f: 0 < f <= 1,
+                        "poisoning fractions must be in (0, 1]")
 
     @property
     def budgets(self) -> list[float]:
@@ -133,7 +136,7 @@ def _evasion_member(kind: str, attack: type) -> type[EvasionSection]:
                            __doc__=f"``kind: {kind}``: {attack.__name__}, settings {attack.Settings.__name__}.",
                            kind=(Literal[kind], kind if kind == DEFAULT_KIND else ...),
                            solver=(attack.Settings, Field(default_factory=attack.Settings)))
-    globals()[section.__name__] = section  # a module attribute, so a parsed config pickles (to worker processes)
+    globals()[section.__name__] = section  # found by name, so a parsed config pickles (to worker processes)
     return section
 
 
