@@ -174,6 +174,8 @@ def main() -> None:
     n_train, n_attack = args.n_train or n_train, args.n_attack or n_attack
     split = datasets.split(data, n_target=n_train, n_surrogate=50, n_test=n_attack, seed=0)
     eps_list = [float(e) for e in args.eps.split(",")]
+    if not all(0 < e < float("inf") for e in eps_list):
+        parser.error(f"--eps takes budgets > 0 (ε = 0 is the clean error, never attacked), got {args.eps}")
     names = (args.models or ",".join(SECML_MODELS if args.secml else PAPER_MODELS)).split(",")
     n_ref = min(args.n_secml or n_attack, n_attack)
     solver = json.loads(args.secml_solver)

@@ -473,6 +473,14 @@ def test_a_link_planted_during_a_run_is_refused_where_the_run_writes(tmp_path, f
     assert not (tmp_path / "escaped").exists()
 
 
+@pytest.mark.parametrize("name", ["../../outside.txt", "sub/weights", "", "..", "extra.json"])
+def test_a_model_artifact_refuses_file_names_that_are_paths(name):
+    """A ModelArtifact's file names come from a worker: a name that climbs out of the model folder, names a
+    subfolder, or takes the place of the extra values' file is refused before anything is written."""
+    with pytest.raises(DataError, match="is not a model file name"):
+        artifacts.ModelArtifact({name: b"x"})
+
+
 def test_a_saved_model_named_to_climb_out_never_reaches_the_runner(tmp_path, saved_logistic):
     outside = tmp_path / "x"
     outside.mkdir()

@@ -269,8 +269,8 @@ def audit_config(config: Any, target: str, surrogates: Sequence[str] | str | Non
     from transferlab.experiments import common, evasion
     from transferlab.experiments.data import load_dataset, load_split
     from transferlab.experiments.config import ExperimentConfig
-    from transferlab.experiments.saved import obtain_model
-    from transferlab.models import MODELS, Ensemble
+    from transferlab.experiments.saved import is_differentiable, obtain_model
+    from transferlab.models import MODELS
 
     if not isinstance(config, ExperimentConfig):
         raise ConfigError("audit_config takes a parsed config (transferlab.experiments.config.load_config)")
@@ -291,7 +291,7 @@ def audit_config(config: Any, target: str, surrogates: Sequence[str] | str | Non
     budgets = _budgets(eps, config)
     evasion.check_data(config)  # the data, the attacked class and the saved models, before any training
     for name in names:
-        if name not in config.ensembles and not evasion._differentiable(config, name):
+        if name not in config.ensembles and not is_differentiable(config, name):
             raise ConfigError(f"--surrogates: {name!r} has no input gradient: a surrogate crafts attacks along its "
                               "gradient; audit differentiable surrogates (a model without gradient can only be a "
                               "target)")
@@ -306,12 +306,8 @@ def audit_config(config: Any, target: str, surrogates: Sequence[str] | str | Non
         draws = []
         for d in range(common.draws_of(config, name, config.variance.n_surrogates)):
             data = split.surrogate_subsample(1.0, d)
-            if name in config.ensembles:
-                spec = config.ensembles[name]
-                draws.append(Ensemble([obtain_model(config, m, repetition, d, data) for m in spec.members],
-                                      combine=spec.combine))
-            else:
-                draws.append(obtain_model(config, name, repetition, d, data))
+            draws.append(common.assemble_surrogate(config, common.surrogate_cells(config, repetition, name, 1.0, d),
+                                                   lambda c: obtain_model(config, c.model, repetition, d, data), name))
         models_by_name[name] = draws
     rows = audit(target_model, models_by_name, X, y, budgets, config.attack.norm, config.attack.loss)
     for row in rows:

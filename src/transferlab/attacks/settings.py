@@ -45,9 +45,9 @@ class AttackSettings(BaseModel):
         if settings is not None and not isinstance(settings, (cls, Mapping)):
             raise ConfigError(f"{where or 'settings'}: expected {cls.__name__} or a mapping of its fields, got "
                               f"{type(settings).__name__}")
-        if isinstance(settings, cls) and not values:
+        if type(settings) is cls and not values:
             return settings
-        data = dict(settings.model_dump() if isinstance(settings, cls) else settings or {})
+        data = dict(settings.model_dump() if isinstance(settings, AttackSettings) else settings or {})
         data.update(values or {})
         try:
             return cls.model_validate(data)

@@ -48,6 +48,9 @@ class ModelArtifact:
     digest: str = field(init=False)
 
     def __post_init__(self) -> None:
+        for name in self.files:
+            if not isinstance(name, str) or name in ("", ".", "..", EXTRA_FILE) or Path(name).name != name:
+                raise DataError(f"{name!r} is not a model file name (a plain name, not {EXTRA_FILE})")
         digest = hashlib.sha256()
         for name in sorted(self.files):
             digest.update(name.encode() + b"\0" + hashlib.sha256(self.files[name]).digest())

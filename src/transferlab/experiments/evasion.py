@@ -40,17 +40,11 @@ def plan(config: ExperimentConfig) -> list[list[Cell]]:
     train = train_cells(config, config.variance.n_surrogates)
     craft = [Cell("craft", r, s, TRANSFER, f) for r in reps for s in config.surrogates for f in config.surrogate_fractions]
     if config.white_box:
-        craft += [Cell("craft", r, t, WHITE_BOX) for r in reps for t in config.targets if _differentiable(config, t)]
+        craft += [Cell("craft", r, t, WHITE_BOX) for r in reps for t in config.targets if is_differentiable(config, t)]  # no gradient, no white-box cell
     sweep = []
     if config.nn_sweep is not None:
         sweep = [Cell("sweep", r, "nn_h", weight_decay=wd) for r in reps for wd in config.nn_sweep.weight_decays]
     return [stage for stage in (train, craft, sweep) if stage]
-
-
-def _differentiable(config: ExperimentConfig, name: str) -> bool:
-    """Whether model ``name`` has an input gradient: a target without one (a forest, a black-box saved model) gets
-    no white-box cell, and S and R are undefined for it (NaN in metrics.csv, empty in the report's tables)."""
-    return is_differentiable(config, name)
 
 
 def check_data(config: ExperimentConfig) -> None:

@@ -11,6 +11,7 @@ import multiprocessing
 import os
 import re
 import time
+import uuid
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from itertools import islice
 from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -150,6 +151,7 @@ def dask(config: ExperimentConfig, stages: Sequence[Sequence[Cell]], stored: Sto
         raise ConfigError(f"cannot reach the Dask scheduler {scheduler!r} ({exc}); check the address "
                           "(e.g. tcp://host:8786) and that the scheduler is running") from None
     try:
+        run = uuid.uuid4().hex[:12]  # task keys are global on a scheduler: another run's cells must not match
         made: dict[str, Any] = {}  # cell id -> the future of a cell of this run, or of a stored model scattered
         futures = []
         for stage in stages:
@@ -159,7 +161,7 @@ def dask(config: ExperimentConfig, stages: Sequence[Sequence[Cell]], stored: Sto
                     if need.cell_id not in made:
                         made[need.cell_id] = client.scatter(stored(need), hash=False)
                     inputs[need.cell_id] = made[need.cell_id]
-                future = client.submit(execute, config, cell, inputs, key=cell.cell_id.replace("/", "-"),
+                future = client.submit(execute, config, cell, inputs, key=f"{cell.cell_id.replace('/', '-')}-{run}",
                                        pure=False)
                 made[cell.cell_id] = future
                 futures.append(future)

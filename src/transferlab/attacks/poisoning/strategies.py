@@ -119,7 +119,8 @@ def sequential(problem: Problem, X_p: np.ndarray, y_p: np.ndarray, chosen: np.nd
     X_val, y_val = problem.X_val, problem.y_val
     n, k_points = len(problem.X_train), len(X_p)
     X_all, y_all = np.vstack([problem.X_train, X_p]), np.r_[problem.y_train, y_p]
-    clean = family.validation_loss(family.fit(problem.X_train, problem.y_train), X_val, y_val)
+    clean_params = family.fit(problem.X_train, problem.y_train)
+    clean = family.validation_loss(clean_params, X_val, y_val)
     current = family.validation_loss(family.fit(X_all, y_all), X_val, y_val)
     before = np.full(k_points, np.nan)
     after = np.full(k_points, np.nan)
@@ -151,8 +152,7 @@ def sequential(problem: Problem, X_p: np.ndarray, y_p: np.ndarray, chosen: np.nd
             after[k] = current
         if current - start_of_pass <= tol:
             break
-    errors = [validation_error(family, params, X_val, y_val)
-              for params in (family.fit(problem.X_train, problem.y_train), family.fit(X_all, y_all))]
+    errors = [validation_error(family, params, X_val, y_val) for params in (clean_params, family.fit(X_all, y_all))]
     return X_all[n:], PoisoningResult(before, after, iterations, chosen, passes, clean, current,
                                       validation_error_clean=errors[0], validation_error_poisoned=errors[1])
 
@@ -163,8 +163,7 @@ def validation_error(family: Family, params, X_val: np.ndarray, y_val: np.ndarra
 
 
 def batch(problem: Problem, X_p: np.ndarray, y_p: np.ndarray, chosen: np.ndarray, *, max_step: float,
-          max_steps: int, grid: int, tol: float, stall: float = 0.0, keep: str = "last",
-          momentum: float = 0.0) -> tuple[np.ndarray, PoisoningResult]:
+          max_steps: int, grid: int, tol: float, stall: float, keep: str, momentum: float) -> tuple[np.ndarray, PoisoningResult]:
     """All points together: one common step along every point's box-blocked unit direction plus ``momentum``
     times the previous step (per unit of step length: heavy-ball ascent, which crosses the narrow curved ridges of
     the smooth families' A in a fraction of the steps; dropped once when it overshoots), found by backtracking
