@@ -384,3 +384,13 @@ def test_each_point_set_is_scored_once(fitted, small_split):
     assert rows == [30, 30]
     assert np.array_equal(r.success, model.predict(r.x_adv) != y)
     assert attack.objective == attacks.Objective()  # the run used a remembering copy: the attack is unchanged
+
+
+def test_an_attack_refuses_the_settings_of_another_attack_even_a_subclass():
+    """MIFGSMSettings extends PGDSettings; PGD given them must not run with momentum's step count and an unused
+    decay, but say which setting it does not take."""
+    from transferlab.attacks.mifgsm import MIFGSMSettings
+
+    with pytest.raises(ConfigError, match="decay: unknown setting of PGDSettings"):
+        attacks.PGD(settings=MIFGSMSettings())
+    assert attacks.PGD(settings=attacks.PGD().settings).settings.steps == attacks.PGD().settings.steps
