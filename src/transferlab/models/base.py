@@ -211,9 +211,10 @@ class Classifier(BaseEstimator):
         return self.batch_size
 
     def _score_tensor(self, X: torch.Tensor) -> np.ndarray:
-        """Scores of a tensor of rows, :attr:`rows_per_call` rows per torch call, as float64."""
+        """Scores of a tensor of rows, ``batch_size`` rows per torch call (a model that scores faster in smaller
+        blocks cuts them in its own :meth:`scores`, for every caller), as float64."""
         X = X.to(device=self.torch_device, dtype=self.dtype)
-        rows = self.rows_per_call
+        rows = self.batch_size
         with torch.no_grad():
             parts = [self.scores(X[i:i + rows]) for i in range(0, X.shape[0], rows)]
         return torch.cat(parts).double().cpu().numpy() if parts else np.zeros((0, self.n_classes_))

@@ -88,6 +88,12 @@ class Ensemble(Estimator):
             member.fit(X, labels)
         self._adopt_shape()
 
+    @property
+    def rows_per_call(self) -> int:
+        """The fewest rows per call of the ensemble and its members: its gradients (``combine="loss"``) pass a
+        block through every member under autograd, where a member cannot cut it smaller itself."""
+        return min([self.batch_size] + [member.rows_per_call for member in self.members])
+
     def scores(self, X: torch.Tensor) -> torch.Tensor:
         return torch.stack([m.scores(X.to(device=m.torch_device, dtype=m.dtype)).to(self.dtype)
                             for m in self.members]).mean(0)

@@ -152,9 +152,10 @@ class MLP(TorchNet):
         return first.weight, first.bias, self.module_[1:]
 
 
-#: rows per convolution call of the CNN on the CPU: a block of 64 MNIST images holds 64×64×26×26 floats (11 MB) per
-#: activation, which stays in the caches; blocks of 1,000 rows ran forward passes and input gradients 1.5–2× slower
-#: (bench/cnn.py). Results do not depend on it: each row's scores come from its own image only.
+#: rows per convolution call of the CNN on the CPU: smaller activations (64×64×26×26 floats per layer) keep more of
+#: them in the caches; with channels-last weights, blocks of 1,024 rows ran forward passes 1.4× and input
+#: gradients 1.3× slower than blocks of 64 at one thread (measured once). Results do not depend on it: each row's
+#: scores come from its own image only.
 CPU_ROWS = 64
 
 
@@ -203,16 +204,17 @@ class CNN(TorchNet):
 
     def laid_out(self, module: nn.Module) -> nn.Module:
         """The module with its convolutions' weights in channels-last (NHWC) memory format: oneDNN's convolution,
-        pooling and ReLU kernels then run on NHWC activations without reordering, about 1.5× faster on the CPU than
-        NCHW. The values are the same; only the order of the floating-point sums within a kernel differs."""
-        return module.to(memory_format=torch.channels_last)
+        pooling and ReLU kernels then run on NHWC activations without reordering, faster on the CPU than
+        NCHW (measured by ``bench/cnn.py --before``, together with the row blocks). The values are the same; only the
+        order of the floating-point sums within a kernel differs. On the CPU only: the CUDA path is unmeasured."""
+        return module.to(memory_format=torch.channels_last) if self.torch_device.type == "cpu" else module
 
     def scores(self, X: torch.Tensor) -> torch.Tensor:
         """The logits; outside autograd (scoring, an attack's candidates) at most :attr:`rows_per_call` rows per
         call, in ``torch.inference_mode``, into one preallocated result. Inside autograd the caller's rows as they
         are (:meth:`input_gradient_tensor` passes blocks of :attr:`rows_per_call` rows)."""
         rows = self.rows_per_call
-        if torch.is_grad_enabled() or X.shape[0] <= rows:
+        if (torch.is_grad_enabled() and X.requires_grad) or X.shape[0] <= rows:
             return self.module_(X)
         out = torch.empty((X.shape[0], self.n_classes_), dtype=self.dtype, device=X.device)
         with torch.inference_mode():
