@@ -122,3 +122,10 @@ def test_a_dask_cluster_needs_no_shared_filesystem(cluster, tmp_path):
         assert_tables_equal(run_dir / table, inline / table, **SAME_MACHINE)
     log = guard_log.read_text()
     assert "blocked" not in log and _armed(guard_log) == 2
+    # positive control: the guard does refuse a worker that reads the run folder, and logs it
+    from distributed import Client
+
+    with Client(address, timeout=START_TIMEOUT) as client:
+        with pytest.raises(PermissionError, match="touched the run folder"):
+            client.submit(open, str(run_dir / "store.sqlite"), "rb", pure=False).result()
+    assert "blocked open" in guard_log.read_text()
