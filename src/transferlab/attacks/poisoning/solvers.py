@@ -112,15 +112,16 @@ class BorderedSolver:
     def __init__(self, K_SS: np.ndarray) -> None:
         self.factor = self.system = None
         m = len(K_SS)
-        try:
-            factor = scipy.linalg.cho_factor(K_SS, check_finite=False)
-            pivots = np.abs(np.diag(factor[0]))
-            if m and pivots.min() ** 2 > 1e-12 * np.abs(np.diag(K_SS)).max():
-                self.factor = factor
-                self.c = scipy.linalg.cho_solve(factor, np.ones(m), check_finite=False)
-                self.s = self.c.sum()
-        except np.linalg.LinAlgError:
-            pass
+        if m:
+            # LAPACK directly (dpotrf/dpotrs): an active-set solve factors one such matrix per iteration, and
+            # scipy's cho_factor/cho_solve wrappers cost as much as the factorisation at these sizes
+            factor, info = scipy.linalg.lapack.dpotrf(K_SS, lower=False, clean=False)
+            if info == 0:
+                pivots = np.abs(np.diag(factor))
+                if pivots.min() ** 2 > 1e-12 * np.abs(np.diag(K_SS)).max():
+                    self.factor = factor
+                    self.c = scipy.linalg.lapack.dpotrs(factor, np.ones(m))[0]
+                    self.s = self.c.sum()
         if self.factor is None:
             system = np.empty((m + 1, m + 1))
             system[:m, :m], system[:m, m], system[m, :m], system[m, m] = K_SS, 1.0, 1.0, 0.0
@@ -128,7 +129,7 @@ class BorderedSolver:
 
     def solve(self, rhs: np.ndarray) -> np.ndarray | None:
         if self.factor is not None:
-            a = scipy.linalg.cho_solve(self.factor, rhs[:-1], check_finite=False)
+            a = scipy.linalg.lapack.dpotrs(self.factor, rhs[:-1])[0]
             b = (a.sum() - rhs[-1]) / self.s
             out = np.r_[a - b * self.c, b]
         else:
@@ -189,166 +190,3 @@ def svm_dual_active_set(K: np.ndarray, yt: np.ndarray, C: float, alpha: np.ndarr
         free[to_zero], free[to_upper], upper[to_upper] = False, False, True
         free[enter], upper[enter] = True, False
     return None
-
-
-class CleanFactor:
-    """A Cholesky factor of the clean rows' kernel block K_BB over a base set B of clean training rows, kept by a
-    poisoning session across active-set iterations and retrainings: the clean kernel never changes, only the
-    poisoning rows and the partition do. :func:`svm_dual_active_set_schur` solves each iteration's KKT system
-    against it by a Schur complement over the few rows that differ from B; ``columns`` caches K_BB⁻¹ K_Ba for
-    clean rows a outside B and K_BB⁻¹ e_r for rows r of B. ``factor`` is None where K_BB is not numerically
-    positive definite (the caller then solves densely)."""
-
-    def __init__(self, K_clean: np.ndarray, B: np.ndarray) -> None:
-        self.K_clean, self.B = K_clean, B
-        self.position = np.full(len(K_clean), -1)
-        self.position[B] = np.arange(B.size)
-        self.factor = None
-        self.columns: dict[int, np.ndarray] = {}
-        if B.size == 0:
-            return
-        K_BB = K_clean[np.ix_(B, B)]
-        try:
-            factor = scipy.linalg.cho_factor(K_BB, check_finite=False)
-        except np.linalg.LinAlgError:
-            return
-        if np.abs(np.diag(factor[0])).min() ** 2 > 1e-10 * np.abs(np.diag(K_BB)).max():
-            self.factor = factor
-            self.one = self.solve(np.ones(B.size))
-
-    def solve(self, rhs: np.ndarray) -> np.ndarray:
-        """K_BB⁻¹ rhs."""
-        return scipy.linalg.cho_solve(self.factor, rhs, check_finite=False)
-
-    def clean_columns(self, rows: np.ndarray) -> np.ndarray:
-        """K_BB⁻¹ K_B,rows for clean rows outside B (K_BB⁻¹ e_r for rows r of B), shape (|B|, len(rows)),
-        cached per row."""
-        missing = [int(r) for r in rows if int(r) not in self.columns]
-        if missing:
-            missing_arr = np.asarray(missing)
-            block = self.K_clean[np.ix_(self.B, missing_arr)]
-            inside = self.position[missing_arr] >= 0
-            block[:, inside] = 0.0
-            block[self.position[missing_arr[inside]], np.flatnonzero(inside)] = 1.0
-            solved = self.solve(block)
-            for j, r in enumerate(missing):
-                self.columns[r] = solved[:, j]
-        out = np.empty((self.B.size, len(rows)))
-        for j, r in enumerate(rows):
-            out[:, j] = self.columns[int(r)]
-        return out
-
-
-class SchurSolver:
-    """x = [[K_SS, 1], [1ᵀ, 0]]⁻¹ rhs for a free set S of one retraining, from a :class:`CleanFactor` over B:
-    with F = S \\ B (clean rows outside B and poisoning rows) and R = B \\ S, the system on B ∪ F with the
-    constraints β_R = 0 (multipliers μ_R) is [[K_BB, U], [Uᵀ, V]] with U = [K_BF, 1, E_R] and
-    V = [[K_FF, 1, 0], [1ᵀ, 0, 0], [0, 0, 0]]; its Schur complement V − Uᵀ K_BB⁻¹ U is (|F| + 1 + |R|)-square.
-    ``solve`` takes and returns vectors in the order of S (sorted) plus the bias, as :class:`BorderedSolver`;
-    None where the small system is singular."""
-
-    def __init__(self, base: CleanFactor, K: np.ndarray, S: np.ndarray, poison_columns: np.ndarray) -> None:
-        n = len(base.K_clean)
-        self.base, self.S = base, S
-        B = base.B
-        in_S = np.zeros(len(K), dtype=bool)
-        in_S[S] = True
-        self.kept = np.flatnonzero(in_S[B])                   # positions in B of the rows still free
-        self.removed = np.flatnonzero(~in_S[B])                # positions in B of R
-        clean_S = S[S < n]
-        self.F = np.r_[clean_S[base.position[clean_S] < 0], S[S >= n]]
-        extra_clean = self.F[self.F < n]
-        Z_F = np.hstack([base.clean_columns(extra_clean), poison_columns[:, self.F[self.F >= n] - n]])
-        Z_R = base.clean_columns(B[self.removed])
-        self.Z = np.hstack([Z_F, base.one[:, None], Z_R])
-        f, r = self.F.size, self.removed.size
-        U = np.zeros((B.size, f + 1 + r))
-        U[:, :f] = K[np.ix_(B, self.F)]
-        U[:, f] = 1.0
-        U[self.removed, f + 1 + np.arange(r)] = 1.0
-        self.U = U
-        V = np.zeros((f + 1 + r, f + 1 + r))
-        V[:f, :f] = K[np.ix_(self.F, self.F)]
-        V[:f, f] = V[f, :f] = 1.0
-        self.schur = V - U.T @ self.Z
-        # where S's rows sit: in B (kept) or in F
-        self.order_B = np.searchsorted(S, B[self.kept])
-        self.order_F = np.searchsorted(S, self.F)
-        try:
-            self.lu = scipy.linalg.lu_factor(self.schur, check_finite=False)
-            pivots = np.abs(np.diag(self.lu[0]))
-            scale = max(1.0, np.abs(self.schur).max())
-            if pivots.size and pivots.min() < 1e-12 * scale:
-                self.lu = None
-        except (np.linalg.LinAlgError, ValueError):
-            self.lu = None
-
-    def solve(self, rhs: np.ndarray) -> np.ndarray | None:
-        if self.lu is None:
-            return None
-        B, f = self.base.B, self.F.size
-        r_B = np.zeros(B.size)
-        r_B[self.kept] = rhs[self.order_B]
-        w = self.base.solve(r_B)
-        r_q = np.zeros(self.schur.shape[0])
-        r_q[:f], r_q[f] = rhs[self.order_F], rhs[-1]
-        y = scipy.linalg.lu_solve(self.lu, r_q - self.U.T @ w, check_finite=False)
-        x_B = w - self.Z @ y
-        out = np.empty(len(rhs))
-        out[self.order_B], out[self.order_F], out[-1] = x_B[self.kept], y[:f], y[f]
-        return out if np.all(np.isfinite(out)) else None
-
-
-#: the active-set solve re-factors its clean base when more rows than this differ from it (|F| clean + |R|)
-REBASE_ROWS = 32
-
-
-def svm_dual_active_set_schur(K: np.ndarray, yt: np.ndarray, C: float, alpha: np.ndarray, n: int,
-                              base: CleanFactor | None, max_iter: int = 50
-                              ) -> tuple[tuple[np.ndarray, float, np.ndarray, SchurSolver] | None, CleanFactor | None]:
-    """:func:`svm_dual_active_set` for a training set whose first ``n`` rows are the fixed clean rows (their
-    kernel block K[:n, :n] never changes) and the rest poisoning rows: each iteration solves the free set's KKT
-    system with a :class:`SchurSolver` against ``base`` (a :class:`CleanFactor` kept by the caller), whose
-    factor is reused across iterations and calls; it is rebuilt over the clean free rows when more than
-    :data:`REBASE_ROWS` clean rows differ from it. The same iterations and stopping rule as
-    :func:`svm_dual_active_set` (the KKT conditions to the precision of the solve: the same optimum); returns
-    (that function's result or None, the base to keep)."""
-    free = (alpha > 0) & (alpha < C)
-    upper = alpha >= C
-    eps = 1e-9
-    poison_columns = None
-    for iteration in range(max_iter):
-        S, E = np.flatnonzero(free), np.flatnonzero(upper)
-        if S.size == 0:
-            return None, base
-        clean_S = S[S < n]
-        inside = np.count_nonzero(base.position[clean_S] >= 0) if base is not None else 0
-        if base is None or base.factor is None or (iteration == 0 and clean_S.size - inside + base.B.size - inside
-                                                   > REBASE_ROWS):
-            base = CleanFactor(K[:n, :n], clean_S)
-            poison_columns = None
-            if base.factor is None:
-                return None, base
-        if poison_columns is None:
-            poison_columns = base.solve(K[np.ix_(base.B, np.arange(n, len(K)))])
-        solver = SchurSolver(base, K, S, poison_columns)
-        beta_E = C * yt[E]
-        rhs = np.r_[yt[S] - K[np.ix_(S, E)] @ beta_E, -beta_E.sum()]
-        solution = solver.solve(rhs)
-        if solution is None:
-            return None, base
-        beta = np.zeros(len(yt))
-        beta[E], beta[S], b = beta_E, solution[:-1], float(solution[-1])
-        alpha_S = yt[S] * beta[S]
-        margin = yt * (K @ beta + b) - 1
-        to_zero, to_upper = S[alpha_S < -eps * C], S[alpha_S > C * (1 + eps)]
-        lower = ~free & ~upper
-        enter = np.flatnonzero((lower & (margin < -eps)) | (upper & (margin > eps)))
-        if to_zero.size == 0 and to_upper.size == 0 and enter.size == 0:
-            if np.abs(margin[S]).max() > 1e-7 or abs(beta.sum()) > 1e-7 * max(1.0, C):
-                return None, base   # the solve was not accurate: do not claim an exact optimum
-            beta[S] = yt[S] * np.clip(alpha_S, 0.0, C)
-            return (beta, b, S, solver), base
-        free[to_zero], free[to_upper], upper[to_upper] = False, False, True
-        free[enter], upper[enter] = True, False
-    return None, base

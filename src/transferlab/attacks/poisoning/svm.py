@@ -11,8 +11,8 @@ import numpy as np
 from sklearn.svm import SVC
 
 from transferlab.attacks.poisoning.base import Family, Session, SessionFit
-from transferlab.attacks.poisoning.solvers import (BorderedSolver, CleanFactor, bordered_least_squares, signed,
-                                                   svm_dual_active_set, svm_dual_active_set_schur)
+from transferlab.attacks.poisoning.solvers import (BorderedSolver, bordered_least_squares, signed,
+                                                   svm_dual_active_set)
 
 
 @dataclass
@@ -163,7 +163,6 @@ class KernelSession(Session):
         self.others = self.kernel_rows()
         self.sq_others = (self.others ** 2).sum(1)
         self.K_train = family.kernel(X_train, X_train, self.sq_others[:self.n])
-        self.base: CleanFactor | None = None      # the warm active-set solves' factor of the clean kernel
 
     def kernel_rows(self) -> np.ndarray:
         """The rows a poisoning row's kernel values are needed against: the clean training rows."""
@@ -190,10 +189,7 @@ class KernelSession(Session):
         yt = signed(y)
         solution = None
         if warm is not None and len(warm.y_p) == k:
-            alpha = yt * warm.params.beta
-            solution, self.base = svm_dual_active_set_schur(K, yt, family.C, alpha, n, self.base)
-            if solution is None:
-                solution = svm_dual_active_set(K, yt, family.C, alpha)
+            solution = svm_dual_active_set(K, yt, family.C, yt * warm.params.beta)
         if solution is None:
             self.libsvm_fits += 1
             svc = SVC(kernel="precomputed", C=family.C, tol=family.tol).fit(K, y)
