@@ -148,8 +148,7 @@ class KernelSession(Session):
     """SVMs: the kernel matrix of the clean rows is cached; a fit computes the poisoning rows' kernel values and
     solves the dual exactly (:func:`svm_dual_active_set`), warm-started from the previous fit's support-vector
     partition — libsvm has no warm start, and with a large C its SMO takes tens of milliseconds where a few
-    active-set iterations take one or two (a warm start from the clean model starts the poisoning rows at α = 0).
-    Without a warm start, or when the active-set method does not converge,
+    active-set iterations take one or two. Without a warm start, or when the active-set method does not converge,
     libsvm solves it on the precomputed kernel (``libsvm_fits`` counts these) and the active-set method polishes
     libsvm's solution (tolerance ``tol``) to the exact optimum. The validation scores come from w = Σ β_i x_i
     here; the RBF session caches the validation kernel of the clean rows instead (:meth:`kernel_rows`,
@@ -189,10 +188,8 @@ class KernelSession(Session):
         K[n:, :n], K[:n, n:], K[n:, n:] = rows[:, :n], rows[:, :n].T, family.kernel(X_p, X_p)
         yt = signed(y)
         solution = None
-        if warm is not None and len(warm.y_p) in (0, k):
-            # from the previous fit's partition; from the clean model, the poisoning rows start at α = 0
-            beta = np.r_[warm.params.beta, np.zeros(k - len(warm.y_p))]
-            solution = svm_dual_active_set(K, yt, family.C, yt * beta)
+        if warm is not None and len(warm.y_p) == k:
+            solution = svm_dual_active_set(K, yt, family.C, yt * warm.params.beta)
         if solution is None:
             self.libsvm_fits += 1
             svc = SVC(kernel="precomputed", C=family.C, tol=family.tol).fit(K, y)
