@@ -238,7 +238,8 @@ class SchurSolver:
 
 
 def svm_dual_active_set(K: np.ndarray, yt: np.ndarray, C: float, alpha: np.ndarray,
-                        max_iter: int = 50) -> tuple[np.ndarray, float, np.ndarray, BorderedSolver] | None:
+                        max_iter: int = 50
+                        ) -> tuple[np.ndarray, float, np.ndarray, BorderedSolver | SchurSolver] | None:
     """The exact solution (β = ỹ α, b) of the SVM dual, min ½ βᵀKβ − ỹᵀβ s.t. 1ᵀβ = 0, 0 ≤ α ≤ C, by the
     primal-dual active-set method started from the partition of ``alpha`` (a previous solution: points at 0, at C,
     and free). Each iteration solves the KKT system of the free points, K_SS β_S + b = ỹ_S − K_SE β_E, 1ᵀβ = 0,

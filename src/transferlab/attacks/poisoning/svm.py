@@ -89,8 +89,9 @@ class SVMFamily(Family):
                   scores_val: np.ndarray | None = None, margin_solver=None) -> np.ndarray:
         """The implicit gradient of every point of ``indices`` at once: one solve with the margin vectors'
         system, the kernel sums as matrix products. ``K`` (K(X, X)) and ``K_val`` (K(X_val, X), RBF only) may be
-        passed precomputed, and ``margin_solver`` = (S, :class:`BorderedSolver`) of the training solve, used when
-        S is the margin set."""
+        passed precomputed, and ``margin_solver`` = (S, its solver: a :class:`BorderedSolver` or
+        :class:`~transferlab.attacks.poisoning.solvers.SchurSolver`) of the training solve, used when S is the
+        margin set."""
         indices = np.asarray(indices, dtype=int).reshape(-1)
         # the kernel sums run over all rows with zero weights where a row does not count (non-support vectors,
         # validation points without hinge loss): products on the whole matrices, no gathered copies of rows
