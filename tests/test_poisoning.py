@@ -8,6 +8,7 @@ from scipy.special import expit
 from transferlab import attacks, datasets, models
 from transferlab.attacks.poisoning import (FAMILIES, Family, LogisticFamily, RBFSVMFamily, RidgeFamily, SVMFamily,
                                            family_for, signed)
+from transferlab.attacks.poisoning import solvers
 from transferlab.attacks.poisoning.solvers import logistic_newton, regularised_solver
 from transferlab.errors import ConfigError, DataError
 from transferlab.models.kernel import rbf_kernel
@@ -625,3 +626,59 @@ def test_inert_points_leave_the_model_unchanged(mnist_parts, make):
     after = family.fit(np.vstack([X, inert]), np.r_[y, labels])
     before_scores, after_scores = family.scores(params, s.test.X), family.scores(after, s.test.X)
     np.testing.assert_allclose(after_scores, before_scores, atol=1e-6 * np.abs(before_scores).max())
+
+
+def test_svm_gradients_on_warm_refits_match_retraining(mnist_parts):
+    """The session's gradients where the fit came from the warm active-set path and its margin solver (here a
+    Schur complement against an earlier iteration's factor),
+    against the directional derivative of warm refits: the same path batch mode takes, without libsvm."""
+    s = mnist_parts
+    for family in (svm(100.0, "linear"), svm(100.0, "rbf", gamma=0.01)):
+        session = family.session(s.target.X, s.target.y, s.validation.X, s.validation.y)
+        X_p, y_p = s.surrogate.X[:6], 1 - s.surrogate.y[:6]
+        fit = session.fit(X_p, y_p)
+        fit = session.fit(np.clip(X_p + 0.05, 0, 1), y_p, warm=fit)
+        libsvm = session.libsvm_fits
+        assert isinstance(fit.cache["margin_solver"][1], solvers.SchurSolver)   # solved against an older factor
+        grads = session.gradients(fit)
+        delta = np.random.default_rng(6).normal(size=X_p.shape)
+        delta[fit.params.beta[len(s.target.X):] == 0] = 0.0
+        h = 1e-4
+        plus = session.validation_loss(session.fit(fit.X_p + h * delta, y_p, warm=fit))
+        minus = session.validation_loss(session.fit(fit.X_p - h * delta, y_p, warm=fit))
+        assert session.libsvm_fits == libsvm
+        assert (plus - minus) / (2 * h) == pytest.approx(np.sum(grads * delta), rel=1e-3, abs=1e-7)
+
+
+@pytest.mark.parametrize("rows", [8, 24, 10 ** 6], ids=["schur_8", "schur_default", "schur_always"])
+@pytest.mark.parametrize("make", [lambda: svm(100.0, "linear"), lambda: svm(100.0, "rbf", gamma=0.01),
+                                  lambda: svm(1.0, "rbf", gamma=0.01)], ids=["svm_h", "svm_rbf_h", "svm_rbf_l"])
+def test_active_set_schur_iterations_reach_the_refactored_optimum(mnist_parts, make, rows, monkeypatch):
+    """The active-set solve whose iterations solve against the last factor by a Schur complement
+    (:class:`~transferlab.attacks.poisoning.solvers.SchurSolver`) reaches the same optimum, free set and
+    margin-system solutions as the one that re-factors at every iteration (SCHUR_ROWS = 0), at every step of a
+    path of moving poisoning points, warm-started from the previous step."""
+    s = mnist_parts
+    family = make()
+    X_tr, y_tr = s.target.X, s.target.y
+    X_p, y_p = s.surrogate.X[:8].copy(), 1 - s.surrogate.y[:8]
+    session = family.session(X_tr, y_tr, s.validation.X, s.validation.y)
+    beta, rng, schur_used = session.fit(X_p, y_p).params.beta, np.random.default_rng(4), False
+    yt = signed(np.r_[y_tr, y_p])
+    for step in range(6):
+        X_p = np.clip(X_p + 0.3 * rng.normal(size=X_p.shape), 0, 1)
+        K = session.fit(X_p, y_p).cache["K"]
+        monkeypatch.setattr(solvers, "SCHUR_ROWS", 0)
+        dense = solvers.svm_dual_active_set(K, yt, family.C, yt * beta)
+        monkeypatch.setattr(solvers, "SCHUR_ROWS", rows)
+        schur = solvers.svm_dual_active_set(K, yt, family.C, yt * beta)
+        assert dense is not None and schur is not None and isinstance(dense[3], solvers.BorderedSolver)
+        schur_used |= isinstance(schur[3], solvers.SchurSolver)
+        np.testing.assert_allclose(schur[0], dense[0], atol=1e-7 * family.C)
+        assert schur[1] == pytest.approx(dense[1], abs=1e-7 * family.C)
+        np.testing.assert_array_equal(schur[2], dense[2])
+        rhs = rng.normal(size=schur[2].size + 1)
+        expected = dense[3].solve(rhs)
+        np.testing.assert_allclose(schur[3].solve(rhs), expected, rtol=1e-6, atol=1e-8 * np.abs(expected).max())
+        beta = dense[0]
+    assert schur_used

@@ -112,15 +112,16 @@ class BorderedSolver:
     def __init__(self, K_SS: np.ndarray) -> None:
         self.factor = self.system = None
         m = len(K_SS)
-        try:
-            factor = scipy.linalg.cho_factor(K_SS, check_finite=False)
-            pivots = np.abs(np.diag(factor[0]))
-            if m and pivots.min() ** 2 > 1e-12 * np.abs(np.diag(K_SS)).max():
-                self.factor = factor
-                self.c = scipy.linalg.cho_solve(factor, np.ones(m), check_finite=False)
-                self.s = self.c.sum()
-        except np.linalg.LinAlgError:
-            pass
+        if m:
+            # LAPACK directly (dpotrf/dpotrs): an active-set solve factors one such matrix per iteration, and
+            # scipy's cho_factor/cho_solve wrappers cost as much as the factorisation at these sizes
+            factor, info = scipy.linalg.lapack.dpotrf(K_SS, lower=False, clean=False)
+            if info == 0:
+                pivots = np.abs(np.diag(factor))
+                if pivots.min() ** 2 > 1e-12 * np.abs(np.diag(K_SS)).max():
+                    self.factor = factor
+                    self.c = scipy.linalg.lapack.dpotrs(factor, np.ones(m))[0]
+                    self.s = self.c.sum()
         if self.factor is None:
             system = np.empty((m + 1, m + 1))
             system[:m, :m], system[:m, m], system[m, :m], system[m, m] = K_SS, 1.0, 1.0, 0.0
@@ -128,7 +129,7 @@ class BorderedSolver:
 
     def solve(self, rhs: np.ndarray) -> np.ndarray | None:
         if self.factor is not None:
-            a = scipy.linalg.cho_solve(self.factor, rhs[:-1], check_finite=False)
+            a = scipy.linalg.lapack.dpotrs(self.factor, rhs[:-1])[0]
             b = (a.sum() - rhs[-1]) / self.s
             out = np.r_[a - b * self.c, b]
         else:
@@ -149,29 +150,128 @@ def bordered_least_squares(K_SS: np.ndarray, rhs: np.ndarray) -> np.ndarray:
     return np.linalg.lstsq(system, rhs, rcond=None)[0]
 
 
+#: an active-set iteration re-factors the free points' kernel block when more points than this differ from the
+#: block it factored last (entered plus left); below, it solves against that factor (:class:`SchurSolver`)
+SCHUR_ROWS = 24
+
+
+class SchurColumns:
+    """The border columns of :class:`SchurSolver` for a factored block B of K (a :class:`BorderedSolver` of
+    K_BB): u_j = K_Bj for a row j outside B, e_r for a row r of B, the ones vector (id −1); with z_j = K_BB⁻¹ u_j
+    and the products M = Uᵀ Z, kept across the iterations of one active-set solve, so that each iteration pays
+    only for the rows that changed side for the first time."""
+
+    def __init__(self, base: BorderedSolver, B: np.ndarray, K: np.ndarray) -> None:
+        self.base, self.B, self.K = base, B, K
+        self.position = np.full(len(K), -1)
+        self.position[B] = np.arange(B.size)
+        self.U = np.ones((B.size, 1))
+        self.Z = base.c[:, None].copy()
+        self.M = self.U.T @ self.Z
+        self.index = {-1: 0}
+
+    def pick(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(U, Z, M) for the columns ``ids`` (row indices of K, −1 for the ones vector), in that order."""
+        missing = np.array([j for j in ids if int(j) not in self.index], dtype=int)
+        if missing.size:
+            U_new = self.K[np.ix_(self.B, missing)]
+            inside = self.position[missing] >= 0
+            U_new[:, inside] = 0.0
+            U_new[self.position[missing[inside]], np.flatnonzero(inside)] = 1.0
+            Z_new = scipy.linalg.lapack.dpotrs(self.base.factor, U_new)[0]
+            cross = self.U.T @ Z_new
+            m = len(self.M)
+            M = np.empty((m + missing.size, m + missing.size))
+            M[:m, :m], M[:m, m:], M[m:, :m], M[m:, m:] = self.M, cross, cross.T, U_new.T @ Z_new
+            self.M, self.U, self.Z = M, np.hstack([self.U, U_new]), np.hstack([self.Z, Z_new])
+            for k, j in enumerate(missing):
+                self.index[int(j)] = m + k
+        at = np.array([self.index[int(j)] for j in ids], dtype=int)
+        return self.U[:, at], self.Z[:, at], self.M[np.ix_(at, at)]
+
+
+class SchurSolver:
+    """x = [[K_SS, 1], [1ᵀ, 0]]⁻¹ rhs for a free set S near a factored block B (:class:`SchurColumns`): with
+    F = S \\ B and R = B \\ S, the system on B ∪ F with the constraints β_R = 0 (multipliers μ_R) is
+    [[K_BB, U], [Uᵀ, V]] with U = [K_BF, 1, E_R] and V = [[K_FF, 1, 0], [1ᵀ, 0, 0], [0, 0, 0]]; its Schur
+    complement V − Uᵀ K_BB⁻¹ U is (|F| + 1 + |R|)-square. The same interface as :class:`BorderedSolver`
+    (vectors in the order of S, plus the bias); ``solve`` returns None where the small system is singular."""
+
+    def __init__(self, columns: SchurColumns, K: np.ndarray, S: np.ndarray) -> None:
+        self.columns = columns
+        B, position = columns.B, columns.position
+        in_S = np.zeros(len(K), dtype=bool)
+        in_S[S] = True
+        self.kept = np.flatnonzero(in_S[B])                    # positions in B of the rows still free
+        self.removed = np.flatnonzero(~in_S[B])                # positions in B of R
+        self.F = S[position[S] < 0]
+        f, r = self.F.size, self.removed.size
+        self.U, self.Z, M = columns.pick(np.r_[self.F, -1, B[self.removed]])
+        V = np.zeros((f + 1 + r, f + 1 + r))
+        V[:f, :f] = K[np.ix_(self.F, self.F)]
+        V[:f, f] = V[f, :f] = 1.0
+        self.order_B = np.searchsorted(S, B[self.kept])        # where S's rows sit: in B (kept) or in F
+        self.order_F = np.searchsorted(S, self.F)
+        schur = V - M
+        self.size = len(schur)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", scipy.linalg.LinAlgWarning)
+            try:
+                self.lu = scipy.linalg.lu_factor(schur, check_finite=False)
+            except (np.linalg.LinAlgError, scipy.linalg.LinAlgWarning, ValueError):
+                self.lu = None
+
+    def solve(self, rhs: np.ndarray) -> np.ndarray | None:
+        if self.lu is None:
+            return None
+        B, f = self.columns.B, self.F.size
+        r_B = np.zeros(B.size)
+        r_B[self.kept] = rhs[self.order_B]
+        w = scipy.linalg.lapack.dpotrs(self.columns.base.factor, r_B)[0]
+        r_q = np.zeros(self.size)
+        r_q[:f], r_q[f] = rhs[self.order_F], rhs[-1]
+        y = scipy.linalg.lu_solve(self.lu, r_q - self.U.T @ w, check_finite=False)
+        x_B = w - self.Z @ y
+        out = np.empty(len(rhs))
+        out[self.order_B], out[self.order_F], out[-1] = x_B[self.kept], y[:f], y[f]
+        return out if np.all(np.isfinite(out)) else None
+
+
 def svm_dual_active_set(K: np.ndarray, yt: np.ndarray, C: float, alpha: np.ndarray,
-                        max_iter: int = 50) -> tuple[np.ndarray, float, np.ndarray, BorderedSolver] | None:
+                        max_iter: int = 50
+                        ) -> tuple[np.ndarray, float, np.ndarray, BorderedSolver | SchurSolver] | None:
     """The exact solution (β = ỹ α, b) of the SVM dual, min ½ βᵀKβ − ỹᵀβ s.t. 1ᵀβ = 0, 0 ≤ α ≤ C, by the
     primal-dual active-set method started from the partition of ``alpha`` (a previous solution: points at 0, at C,
     and free). Each iteration solves the KKT system of the free points, K_SS β_S + b = ỹ_S − K_SE β_E, 1ᵀβ = 0,
     then moves every violator — a free point whose α leaves [0, C], a point at 0 with ỹf < 1, one at C with
     ỹf > 1 — to the other side; it stops when none is left, which are the KKT conditions: the optimum, to the
     precision of the linear solve. From a nearby solution (a warm start) that takes a few iterations of an
-    (|S| + 1)-square solve and one product with K. Returns (β, b, the free set S, its :class:`BorderedSolver`),
+    (|S| + 1)-square solve and one product with K; an iteration whose free set differs from the last factored
+    one by at most :data:`SCHUR_ROWS` rows solves against that factor (:class:`SchurSolver`: a small Schur
+    complement instead of a new Cholesky factorisation). Returns (β, b, the free set S, its solver),
     or None when it does not converge in ``max_iter`` iterations or meets a singular system (no free point,
     duplicated points); the caller then uses libsvm."""
     n = len(yt)
     eps = 1e-9
     free = (alpha > 0) & (alpha < C)
     upper = alpha >= C
+    columns: SchurColumns | None = None
     for _ in range(max_iter):
         S, E = np.flatnonzero(free), np.flatnonzero(upper)
         if S.size == 0:
             return None
         beta_E = C * yt[E]
         rhs = np.r_[yt[S] - K[np.ix_(S, E)] @ beta_E, -beta_E.sum()]
-        solver = BorderedSolver(K[np.ix_(S, S)])
-        solution = solver.solve(rhs)
+        solver: BorderedSolver | SchurSolver | None = None
+        if columns is not None:
+            inside = np.count_nonzero(columns.position[S] >= 0)
+            if S.size - inside + columns.B.size - inside <= SCHUR_ROWS:
+                solver = SchurSolver(columns, K, S)
+        solution = None if solver is None else solver.solve(rhs)
+        if solution is None:    # re-factor: the first iteration, many rows changed, or a singular small system
+            solver = BorderedSolver(K[np.ix_(S, S)])
+            columns = SchurColumns(solver, S, K) if solver.factor is not None else None
+            solution = solver.solve(rhs)
         if solution is None:
             return None
         beta = np.zeros(n)
@@ -183,6 +283,9 @@ def svm_dual_active_set(K: np.ndarray, yt: np.ndarray, C: float, alpha: np.ndarr
         enter = np.flatnonzero((lower & (margin < -eps)) | (upper & (margin > eps)))
         if to_zero.size == 0 and to_upper.size == 0 and enter.size == 0:
             if np.abs(margin[S]).max() > 1e-7:   # the solve was not accurate: do not claim an exact optimum
+                if isinstance(solver, SchurSolver):
+                    columns = None          # solve this partition again from a fresh factor
+                    continue
                 return None
             beta[S] = yt[S] * np.clip(alpha_S, 0.0, C)
             return beta, b, S, solver

@@ -70,7 +70,8 @@ class SVMFamily(Family):
 
     def validation_kernel_sum(self, X_val: np.ndarray, weights: np.ndarray, X_rows: np.ndarray,
                               K_val_rows: np.ndarray | None) -> np.ndarray:
-        """K(X_val, X_rows)ᵀ weights (the linear kernel: without forming the matrix)."""
+        """K(X_val, X_rows)ᵀ weights, given K_val_rows = K(X_val, X_rows) where the kernel needs it (None:
+        computed; the linear kernel: without forming the matrix)."""
         return X_rows @ (X_val.T @ weights)
 
     # ---- training, loss, gradient -------------------------------------------------------------------------
@@ -88,50 +89,54 @@ class SVMFamily(Family):
                   scores_val: np.ndarray | None = None, margin_solver=None) -> np.ndarray:
         """The implicit gradient of every point of ``indices`` at once: one solve with the margin vectors'
         system, the kernel sums as matrix products. ``K`` (K(X, X)) and ``K_val`` (K(X_val, X), RBF only) may be
-        passed precomputed, and ``margin_solver`` = (S, :class:`BorderedSolver`) of the training solve, used when
-        S is the margin set."""
+        passed precomputed, and ``margin_solver`` = (S, its solver: a :class:`BorderedSolver` or
+        :class:`~transferlab.attacks.poisoning.solvers.SchurSolver`) of the training solve, used when S is the
+        margin set."""
         indices = np.asarray(indices, dtype=int).reshape(-1)
-        kern = ((lambda r, c: K[np.ix_(r, c)]) if K is not None else (lambda r, c: self.kernel(X[r], X[c])))
-        kern_val = (lambda r, c: K_val[np.ix_(r, c)]) if K_val is not None else (lambda r, c: None)
+        # the kernel sums run over all rows with zero weights where a row does not count (non-support vectors,
+        # validation points without hinge loss): products on the whole matrices, no gathered copies of rows
+        kern = ((lambda c: K[:, c]) if K is not None else (lambda c: self.kernel(X, X[c])))
+        kern_val = (lambda c: K_val[:, c]) if K_val is not None else (lambda c: None)
         yt, yv = signed(y), signed(y_val)
         beta = params.beta
         Xc, bc = X[indices], beta[indices]
-        support = np.flatnonzero(beta)
-        own = self.weighted_kernel_gradient(X[support], beta[support], kern(support, indices), Xc)
+        own = self.weighted_kernel_gradient(X, beta, kern(indices), Xc)
         own += bc[:, None] * self.diagonal_term(Xc)                   # ∇ K(x_c, x_c) beyond the sum's one count
         out = -yt[indices][:, None] * own                              # non-support vectors: own hinge direction
         on = np.flatnonzero(bc != 0)
         if on.size == 0:
             return out
         scores_val = params.scores(X_val) if scores_val is None else scores_val
-        active = np.flatnonzero(1 - yv * scores_val > 0)
-        if active.size == 0:
+        active = 1 - yv * scores_val > 0
+        if not active.any():
             out[on] = 0.0
             return out
         abs_alpha = np.abs(beta)
         margin = np.flatnonzero((abs_alpha > 1e-8 * self.C) & (abs_alpha < self.C * (1 - 1e-6)))
-        weights = -yv[active] / len(yv)                                # ∂A/∂f_j of the validation points
+        weights = np.where(active, -yv / len(yv), 0.0)                 # ∂A/∂f_j of the validation points
         c_on, X_on, b_on = indices[on], Xc[on], bc[on][:, None]
-        explicit = b_on * self.weighted_kernel_gradient(X_val[active], weights, kern_val(active, c_on), X_on)
+        explicit = b_on * self.weighted_kernel_gradient(X_val, weights, kern_val(c_on), X_on)
         if margin.size == 0:
             out[on] = explicit
             return out
-        u = np.r_[self.validation_kernel_sum(X_val[active], weights, X[margin], kern_val(active, margin)),
-                  weights.sum()]
+        u = np.r_[self.validation_kernel_sum(X_val, weights, X, K_val)[margin], weights.sum()]
         if margin_solver is not None and np.array_equal(margin_solver[0], margin):
             solver = margin_solver[1]                                  # the training solve's factorisation
         else:
-            solver = BorderedSolver(kern(margin, margin))
+            solver = BorderedSolver(K[np.ix_(margin, margin)] if K is not None else self.kernel(X[margin],
+                                                                                              X[margin]))
         z = solver.solve(u)                                            # one solve for all points
         if z is None:  # singular (e.g. duplicated margin vectors): the minimum-norm solution
-            z = bordered_least_squares(kern(margin, margin), u)
-        z = z[:-1]
-        correction = b_on * self.weighted_kernel_gradient(X[margin], z, kern(margin, c_on), X_on)
+            z = bordered_least_squares(K[np.ix_(margin, margin)] if K is not None else
+                                       self.kernel(X[margin], X[margin]), u)
+        z_all = np.zeros(len(y))
+        z_all[margin] = z[:-1]
+        correction = b_on * self.weighted_kernel_gradient(X, z_all, kern(c_on), X_on)
         # a point that is itself a margin vector: its row of E is its own margin condition's derivative
         position = np.searchsorted(margin, c_on).clip(max=margin.size - 1)
         in_margin = margin[position] == c_on
         if in_margin.any():
-            correction[in_margin] += z[position[in_margin]][:, None] * (
+            correction[in_margin] += z_all[c_on[in_margin]][:, None] * (
                 own[on][in_margin] - b_on[in_margin] * self.diagonal_term(X_on[in_margin]))
         out[on] = explicit - correction
         return out
@@ -147,7 +152,8 @@ class KernelSession(Session):
     active-set iterations take one or two. Without a warm start, or when the active-set method does not converge,
     libsvm solves it on the precomputed kernel (``libsvm_fits`` counts these) and the active-set method polishes
     libsvm's solution (tolerance ``tol``) to the exact optimum. The validation scores come from w = Σ β_i x_i
-    here; the RBF session caches the validation kernel instead (:meth:`others`, :meth:`validation_scores`)."""
+    here; the RBF session caches the validation kernel of the clean rows instead (:meth:`kernel_rows`,
+    :meth:`validation_scores`, :meth:`validation_kernel`)."""
 
     family: SVMFamily
 
@@ -163,10 +169,15 @@ class KernelSession(Session):
         """The rows a poisoning row's kernel values are needed against: the clean training rows."""
         return self.X_train
 
-    def validation_scores(self, X: np.ndarray, beta: np.ndarray, b: float, support: np.ndarray,
-                          rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """The validation scores of a fit and K(X_val, X) where the gradient needs it (None here)."""
-        return self.X_val @ (X[support].T @ beta[support]) + b, None
+    def validation_scores(self, X: np.ndarray, beta: np.ndarray, b: float, rows: np.ndarray) -> np.ndarray:
+        """The validation scores of a fit (``rows``: the poisoning rows' kernel values against
+        :meth:`kernel_rows`)."""
+        return self.X_val @ (beta @ X) + b
+
+    def validation_kernel(self, rows: np.ndarray) -> np.ndarray | None:
+        """K(X_val, X) where the gradient needs it (None here), built only for the fits whose gradient is asked
+        for."""
+        return None
 
     def fit(self, X_p: np.ndarray, y_p: np.ndarray, warm: SessionFit | None = None) -> SessionFit:
         self.fits += 1
@@ -189,8 +200,7 @@ class KernelSession(Session):
                         or (beta, float(svc.intercept_[0]), None, None))
         beta, b, free, solver = solution
         params = KernelParams(X, beta, b, family.kernel)
-        scores_val, K_val = self.validation_scores(X, beta, b, np.flatnonzero(beta), rows)
-        cache = {"K": K, "K_val": K_val, "scores_val": scores_val,
+        cache = {"K": K, "rows": rows, "scores_val": self.validation_scores(X, beta, b, rows),
                  "margin_solver": None if solver is None else (free, solver)}
         return SessionFit(params, X_p, y_p, cache)
 
@@ -198,5 +208,5 @@ class KernelSession(Session):
         X, y = fit.params.X, np.r_[self.y_train, fit.y_p]
         c = fit.cache
         return self.family.gradients(fit.params, X, y, np.arange(self.n, len(y)), self.X_val, self.y_val,
-                                     K=c["K"], K_val=c["K_val"], scores_val=c["scores_val"],
+                                     K=c["K"], K_val=self.validation_kernel(c["rows"]), scores_val=c["scores_val"],
                                      margin_solver=c["margin_solver"])

@@ -49,6 +49,9 @@ class RBFKernelSession(KernelSession):
     def kernel_rows(self) -> np.ndarray:
         return np.vstack([self.X_train, self.X_val])
 
-    def validation_scores(self, X, beta, b, support, rows):
-        K_val = np.hstack([self.K_val_train, rows[:, self.n:].T])
-        return K_val[:, support] @ beta[support] + b, K_val
+    def validation_scores(self, X, beta, b, rows):
+        n = self.n
+        return self.K_val_train @ beta[:n] + beta[n:] @ rows[:, n:] + b
+
+    def validation_kernel(self, rows):
+        return np.hstack([self.K_val_train, rows[:, self.n:].T])
