@@ -170,6 +170,9 @@ def decide(model: models.Classifier, X: Any, threshold: float | None, positive: 
 def needs(config: ExperimentConfig, cell: Cell) -> list[Cell]:
     """The train cells whose models ``cell`` takes as inputs: a white-box craft cell its target; a transfer craft
     cell its surrogate's draws (an ensemble's members) and every target."""
+    if cell.stage == "sweep":
+        same = sweep_target(config, cell)
+        return [] if same is None else [target_cell(cell.repetition, same)]
     if cell.stage != "craft":
         return []
     if cell.role == WHITE_BOX:
@@ -177,6 +180,36 @@ def needs(config: ExperimentConfig, cell: Cell) -> list[Cell]:
     draws = range(draws_of(config, cell.model, config.variance.n_surrogates))
     return [*(c for d in draws for c in surrogate_cells(config, cell.repetition, cell.model, cell.fraction, d)),
             *(target_cell(cell.repetition, t) for t in config.targets)]
+
+
+#: relative CPU cost of training a registry model's family on the full data, and of one white-box security curve
+#: on it (measured on MNIST89, 5,900 training and 1,000 attacked points: bench/grid.py); only the order in which
+#: the processes executor hands cells out depends on them (:func:`cost`), never what a cell computes
+_TRAIN_COST = {"MLP": 8.0, "CNN": 100.0, "KernelSVM": 1.7, "RandomForest": 1.5, "Logistic": 1.0, "LinearSVM": 1.0,
+               "Ridge": 0.3}
+_ATTACK_COST = {"MLP": 8.0, "CNN": 200.0, "KernelSVM": 10.0}
+#: the cost of a transfer cell's evaluation of its targets (and of V), on top of its attack
+_EVALUATION_COST = 1.5
+
+
+def _family(config: ExperimentConfig, name: str) -> str:
+    if name in config.saved_models:
+        return ""
+    if name in config.ensembles:
+        return max((_family(config, m) for m in config.ensembles[name].members),
+                   key=lambda f: _ATTACK_COST.get(f, 0.5))
+    return models.MODELS[name].factory.__name__
+
+
+def cost(config: ExperimentConfig, cell: Cell) -> float:
+    """A rough estimate of a cell's CPU time (arbitrary units), for the processes executor to hand the most
+    expensive ready cells out first, so that its workers finish together."""
+    if cell.stage == "train":
+        return _TRAIN_COST.get(_family(config, cell.model), 1.0) * (cell.fraction if cell.role == "surrogate" else 1.0)
+    if cell.stage == "sweep":
+        return _TRAIN_COST["MLP"] + _ATTACK_COST["MLP"] / 8
+    attack = _ATTACK_COST.get(_family(config, cell.model), 0.5) * len(config.attack.eps) / 9
+    return attack + (_EVALUATION_COST * len(config.targets) / 12 if cell.role == TRANSFER else 0.0)
 
 
 def run_cell(config: ExperimentConfig, cell: Cell, inputs: Mapping[str, ModelArtifact]):
@@ -306,11 +339,29 @@ def _target_state(config: ExperimentConfig, inputs: Mapping[str, ModelArtifact],
     return targets[key]
 
 
+def sweep_target(config: ExperimentConfig, cell: Cell) -> str | None:
+    """The target that is the very model a sweep cell trains (the same class and parameters, seed and device
+    included, trained on the same target data), whose trained model the cell then takes instead of training it
+    again (the preset's weight decays 0 and 0.01 are nn_h's and nn_l's); None when no target is."""
+    wanted = create_model(config, "nn_h", cell.repetition, weight_decay=cell.weight_decay)
+    for name in config.targets:
+        if name in config.saved_models or name in config.ensembles:
+            continue
+        candidate = create_model(config, name, cell.repetition)
+        if type(candidate) is type(wanted) and candidate.get_params() == wanted.get_params():
+            return name
+    return None
+
+
 def sweep(config: ExperimentConfig, cell: Cell, inputs: Mapping[str, ModelArtifact]):
     split = load_split(config, cell.repetition)
     X, y = split.test.X, split.test.y
-    model = create_model(config, "nn_h", cell.repetition, weight_decay=cell.weight_decay)
-    model.fit(split.target.X, split.target.y)
+    same = sweep_target(config, cell)
+    if same is not None:
+        model = trained_model(config, inputs, target_cell(cell.repetition, same))
+    else:
+        model = create_model(config, "nn_h", cell.repetition, weight_decay=cell.weight_decay)
+        model.fit(split.target.X, split.target.y)
     eps = config.nn_sweep.eps
     result = make_attack(config, eps, manipulable(config, split.test)).run(model, dense(X), y)
     q = dual_norm(parse_norm(config.attack.norm))
