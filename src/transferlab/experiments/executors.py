@@ -74,16 +74,6 @@ def tune_malloc() -> None:
         pass
 
 
-#: Why cells run with subnormal floats flushed to zero (``torch.set_flush_denormal``: the CPU's flush-to-zero and
-#: denormals-are-zero modes, for the cell's thread, where the CPU has them): weight decay drives the weights of
-#: inputs that never vary (MNIST's border pixels) towards zero, and a trained ``nn_l`` holds tens of thousands of
-#: subnormal float32 weights, each product with one taking a slow microcode path — scoring 1,000 points took 250 ms
-#: instead of 3 ms, and its training, attacks and every transfer cell's scoring of it were as slow. A subnormal
-#: float32 is below 1.2e-38, so a product with one cannot change a sum of the sizes a model computes; the grid's
-#: results were compared with and without it and are the same (the goldens too). Off again after the cell.
-FLUSH_DENORMALS = True
-
-
 def execute(config: ExperimentConfig, cell: Cell, inputs: Mapping[str, ModelArtifact | CellOutput]) -> CellOutput:
     """Compute one cell (in any process) with one torch and one BLAS thread from the trained models it needs
     (``inputs``: {cell id: the artifact, or the output of the train cell that made it}); the caller stores the
@@ -92,13 +82,8 @@ def execute(config: ExperimentConfig, cell: Cell, inputs: Mapping[str, ModelArti
     torch.set_num_threads(1)
     models = {cell_id: _model_of(value) for cell_id, value in inputs.items()}
     start, cpu_start = time.perf_counter(), time.process_time()
-    flushed = FLUSH_DENORMALS and torch.set_flush_denormal(True)
-    try:
-        with threadpool_limits(1):
-            info, rows, artifacts = KINDS[config.kind].run_cell(config, cell, models)
-    finally:
-        if flushed:
-            torch.set_flush_denormal(False)
+    with threadpool_limits(1):
+        info, rows, artifacts = KINDS[config.kind].run_cell(config, cell, models)
     info = {**info, "cpu_seconds": time.process_time() - cpu_start}  # the cell's CPU time (one thread), for benches
     return CellOutput(cell.cell_id, cell.stage, time.perf_counter() - start, info, rows, artifacts)
 
