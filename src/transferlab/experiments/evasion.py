@@ -207,8 +207,8 @@ def cost(config: ExperimentConfig, cell: Cell) -> float:
     expensive ready cells out first, so that its workers finish together."""
     if cell.stage == "train":
         return _TRAIN_COST.get(_family(config, cell.model), 1.0) * (cell.fraction if cell.role == "surrogate" else 1.0)
-    if cell.stage == "sweep":
-        return _TRAIN_COST["MLP"] + _ATTACK_COST["MLP"] / 8
+    if cell.stage == "sweep":  # one budget; no training when it takes a target (sweep_target)
+        return _ATTACK_COST["MLP"] / 8 + (0.0 if sweep_target(config, cell) else _TRAIN_COST["MLP"])
     attack = _ATTACK_COST.get(_family(config, cell.model), 0.5) * len(config.attack.eps) / 9
     return attack + (_EVALUATION_COST * len(config.targets) / 12 if cell.role == TRANSFER else 0.0)
 
