@@ -131,7 +131,8 @@ def main() -> None:
     from transferlab.experiments.runner import run_experiment
 
     config = build_config(args)
-    print(f"grid: {config.name}, {config.repetitions} repetition(s), {args.workers} worker(s) (processes executor); "
+    executor = "processes executor" if args.workers > 1 else "inline executor"
+    print(f"grid: {config.name}, {config.repetitions} repetition(s), {args.workers} worker(s) ({executor}); "
           f"dataset {config.dataset.name} ({config.dataset.path or 'embedded'}); split {config.split.n_target} + "
           f"{config.split.n_surrogate} training, {config.split.n_test} test points")
     print(f"targets ({len(config.targets)}): {', '.join(config.targets)}")
@@ -193,7 +194,8 @@ def main() -> None:
           "per repetition)")
     self_peak = after[0].ru_maxrss / 1024
     child_peak = after[1].ru_maxrss / 1024
-    print(f"peak memory (ru_maxrss): main process {self_peak:.0f} MiB, largest worker process {child_peak:.0f} MiB")
+    workers = f"largest worker process {child_peak:.0f} MiB" if args.workers > 1 else "no worker processes (inline)"
+    print(f"peak memory (ru_maxrss): main process {self_peak:.0f} MiB, {workers}")
 
 
 if __name__ == "__main__":
