@@ -327,3 +327,53 @@ def test_tables_are_compared_as_numbers_with_exact_keys_and_counts(tmp_path):
                     [*rows, rows[2]]):  # an extra row
         with pytest.raises(AssertionError):
             compare(*changed)
+
+
+def test_a_sweep_cell_takes_the_target_that_is_its_model(monkeypatch):
+    """The weight-decay sweep trains nn_h at each weight decay; where a target is that very model (nn_l: weight
+    decay 0.01, the same overrides and seed) the cell takes the trained target, and its row is the one training it
+    again gives, exactly."""
+    from transferlab.experiments import evasion
+    from transferlab.experiments.common import Cell, target_cell
+    from transferlab.experiments.executors import execute
+
+    config = parse_config({**TINY, "repetitions": 1, "nn_sweep": {"weight_decays": [0.0, 0.01], "eps": 1.0}})
+    reused, fresh = Cell("sweep", 0, "nn_h", weight_decay=0.01), Cell("sweep", 0, "nn_h", weight_decay=0.0)
+    assert evasion.sweep_target(config, reused) == "nn_l" and evasion.needs(config, reused) == [target_cell(0, "nn_l")]
+    assert evasion.sweep_target(config, fresh) is None and evasion.needs(config, fresh) == []  # nn_h is no target
+    trained = execute(config, target_cell(0, "nn_l"), {})
+    taken = execute(config, reused, {target_cell(0, "nn_l").cell_id: trained})
+    monkeypatch.setattr(evasion, "sweep_target", lambda config, cell: None)
+    retrained = execute(config, reused, {})
+    assert taken.rows == retrained.rows
+
+
+def test_the_processes_executor_hands_cells_out_once_their_models_are_stored(monkeypatch):
+    """Cells go out as soon as the models they need are stored (not stage after stage), the most expensive ready
+    cell first, and every cell exactly once."""
+    from transferlab.experiments import evasion, executors
+
+    config = parse_config({**TINY, "repetitions": 1})
+    order: list[str] = []
+    stored: set[str] = set()
+
+    class Pool:  # runs each cell at once, in this process, recording what it had
+        def __init__(self, **kwargs): pass
+        def submit(self, fn, config, cell, inputs):
+            from concurrent.futures import Future
+            assert all(need.cell_id in stored for need in evasion.needs(config, cell)), cell.cell_id
+            order.append(cell.cell_id)
+            future = Future()
+            future.set_result(executors.CellOutput(cell.cell_id, cell.stage, 0.0, {}))
+            return future
+        def shutdown(self, **kwargs): pass
+
+    monkeypatch.setattr(executors, "ProcessPoolExecutor", Pool)
+    stages = evasion.plan(config)
+    for output in executors.processes(config, stages, lambda cell: None, 2, None):
+        stored.add(output.cell_id)
+    cells = [c.cell_id for stage in stages for c in stage]
+    assert sorted(order) == sorted(cells) and len(order) == len(set(order))
+    first_craft = min(i for i, c in enumerate(order) if c.startswith("craft/"))
+    assert any(c.startswith("train/") for c in order[first_craft:])  # a craft cell went out before training ended
+    assert order[0].startswith("train/r0/target/nn_l")  # the most expensive target first

@@ -18,6 +18,7 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -111,14 +112,28 @@ def _remove(path: Path) -> None:
 
 
 def read_model(run_dir: Path, cell: Cell) -> ModelArtifact:
-    """The artifact of train cell ``cell`` as the runner stored it (read by the parent, to hand to later cells)."""
+    """The artifact of train cell ``cell`` as the runner stored it (read by the parent, to hand to later cells).
+
+    Every transfer cell takes every target, so the same folder is read for many cells: the artifact is read (and
+    its digest computed) once per folder and file state — the names, sizes and modification times of its files —
+    and a folder written again (a cell rerun) is read again."""
     folder = run_path(run_dir, model_folder(cell))
     if not folder.is_dir():
         raise DataError(f"{folder} is missing: the model of {cell.cell_id} is not in the run folder; rerun the "
                         "experiment (its cell runs again)")
-    files = {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file() and p.name != EXTRA_FILE}
-    extra = folder / EXTRA_FILE
-    return ModelArtifact(files, json.loads(extra.read_text()) if extra.is_file() else None)
+    state = tuple((p.name, stat.st_size, stat.st_mtime_ns, stat.st_ino)
+                  for p in sorted(folder.iterdir()) if p.is_file() for stat in [p.stat()])
+    return _read_model_folder(str(folder), state)
+
+
+@lru_cache(maxsize=32)
+def _read_model_folder(folder: str, state: tuple) -> ModelArtifact:
+    """The artifact in ``folder`` (``state``: its files' names, sizes, modification times and inodes, the cache
+    key). 32 folders: a repetition's targets and a transfer cell's surrogate draws."""
+    path = Path(folder)
+    files = {name: (path / name).read_bytes() for name, *_ in state if name != EXTRA_FILE}
+    extra = path / EXTRA_FILE
+    return ModelArtifact(files, json.loads(extra.read_text()) if any(n == EXTRA_FILE for n, *_ in state) else None)
 
 
 # ---- a finished run's models and points (audit, tests) -------------------------------------------------------------

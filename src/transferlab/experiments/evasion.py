@@ -28,7 +28,8 @@ from transferlab.errors import ConfigError, DataError
 from transferlab.experiments.artifacts import ModelArtifact, point_arrays, points_artifact, points_file
 from transferlab.experiments.common import (TRANSFER, WHITE_BOX, Cell, assemble_surrogate, check_devices,
                                             check_model_sizes, create_model, draws_of, model_folder,
-                                            surrogate_cells, target_cell, train_cells, trained_model)
+                                            subnormals_flushed, surrogate_cells, target_cell, train_cells,
+                                            trained_model)
 from transferlab.experiments.data import cached, load_dataset, load_split
 from transferlab.experiments.saved import check_saved_models, is_differentiable, obtain_model
 from transferlab.experiments.config import ExperimentConfig
@@ -170,6 +171,9 @@ def decide(model: models.Classifier, X: Any, threshold: float | None, positive: 
 def needs(config: ExperimentConfig, cell: Cell) -> list[Cell]:
     """The train cells whose models ``cell`` takes as inputs: a white-box craft cell its target; a transfer craft
     cell its surrogate's draws (an ensemble's members) and every target."""
+    if cell.stage == "sweep":
+        same = sweep_target(config, cell)
+        return [] if same is None else [target_cell(cell.repetition, same)]
     if cell.stage != "craft":
         return []
     if cell.role == WHITE_BOX:
@@ -179,16 +183,57 @@ def needs(config: ExperimentConfig, cell: Cell) -> list[Cell]:
             *(target_cell(cell.repetition, t) for t in config.targets)]
 
 
+#: relative CPU cost of training a registry model's family on the full data, and of one white-box security curve
+#: on it (measured on MNIST89, 5,900 training and 1,000 attacked points: bench/grid.py); only the order in which
+#: the processes executor hands cells out depends on them (:func:`cost`), never what a cell computes
+_TRAIN_COST = {"MLP": 8.0, "CNN": 100.0, "KernelSVM": 1.7, "RandomForest": 1.5, "Logistic": 1.0, "LinearSVM": 1.0,
+               "Ridge": 0.3}
+_ATTACK_COST = {"MLP": 8.0, "CNN": 200.0, "KernelSVM": 10.0}
+#: the cost of a transfer cell's evaluation of its targets (and of V), on top of its attack
+_EVALUATION_COST = 1.5
+
+
+def _family(config: ExperimentConfig, name: str) -> str:
+    if name in config.saved_models:
+        return ""
+    if name in config.ensembles:
+        return max((_family(config, m) for m in config.ensembles[name].members),
+                   key=lambda f: _ATTACK_COST.get(f, 0.5))
+    return models.MODELS[name].factory.__name__
+
+
+def cost(config: ExperimentConfig, cell: Cell) -> float:
+    """A rough estimate of a cell's CPU time (arbitrary units), for the processes executor to hand the most
+    expensive ready cells out first, so that its workers finish together."""
+    if cell.stage == "train":
+        return _TRAIN_COST.get(_family(config, cell.model), 1.0) * (cell.fraction if cell.role == "surrogate" else 1.0)
+    if cell.stage == "sweep":  # one budget; no training when it takes a target (sweep_target)
+        return _ATTACK_COST["MLP"] / 8 + (0.0 if sweep_target(config, cell) else _TRAIN_COST["MLP"])
+    attack = _ATTACK_COST.get(_family(config, cell.model), 0.5) * len(config.attack.eps) / 9
+    return attack + (_EVALUATION_COST * len(config.targets) / 12 if cell.role == TRANSFER else 0.0)
+
+
 def run_cell(config: ExperimentConfig, cell: Cell, inputs: Mapping[str, ModelArtifact]):
     """Compute ``cell`` from the trained models it needs (``inputs``: {cell id: ModelArtifact}, see
     :func:`needs`); returns (info, rows, artifacts)."""
-    return {"train": train, "craft": craft, "sweep": sweep}[cell.stage](config, cell, inputs)
+    if cell.stage == "craft":  # trains nothing: computes with trained models only
+        with subnormals_flushed():
+            return craft(config, cell, inputs)
+    return {"train": train, "sweep": sweep}[cell.stage](config, cell, inputs)
 
 
 def train(config: ExperimentConfig, cell: Cell, inputs: Mapping[str, ModelArtifact]):
     split = load_split(config, cell.repetition)
     data = split.target if cell.role == "target" else split.surrogate_subsample(cell.fraction, cell.draw)
     model = obtain_model(config, cell.model, cell.repetition, cell.draw, data)
+    with subnormals_flushed():  # scoring the trained model (saved as it is, outside)
+        info, extra = _scored(config, cell, split, data, model)
+    return info, {}, {model_folder(cell): ModelArtifact.of(model, extra)}
+
+
+def _scored(config: ExperimentConfig, cell: Cell, split: datasets.Split, data: datasets.Dataset,
+            model: models.Classifier) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """A train cell's info (test accuracy; a detector's test FPR) and extra values (its threshold)."""
     info: dict[str, Any] = {"n_train": 0 if cell.model in config.saved_models else len(data),
                             "test_accuracy": float(np.mean(model.predict(split.test.X) == split.test.y))}
     extra = None
@@ -200,7 +245,7 @@ def train(config: ExperimentConfig, cell: Cell, inputs: Mapping[str, ModelArtifa
         info["test_fpr"] = float(np.mean(decide(model, split.test.X[negatives], threshold, positive) == positive))
         info["threshold"] = threshold
         extra = {"threshold": threshold, "positive": positive}
-    return info, {}, {model_folder(cell): ModelArtifact.of(model, extra)}
+    return info, extra
 
 
 def _positive(config: ExperimentConfig) -> int:
@@ -306,15 +351,34 @@ def _target_state(config: ExperimentConfig, inputs: Mapping[str, ModelArtifact],
     return targets[key]
 
 
+def sweep_target(config: ExperimentConfig, cell: Cell) -> str | None:
+    """The target that is the very model a sweep cell trains (the same class and parameters, seed and device
+    included, trained on the same target data), whose trained model the cell then takes instead of training it
+    again (the preset's weight decays 0 and 0.01 are nn_h's and nn_l's); None when no target is."""
+    wanted = create_model(config, "nn_h", cell.repetition, weight_decay=cell.weight_decay)
+    for name in config.targets:
+        if name in config.saved_models or name in config.ensembles:
+            continue
+        candidate = create_model(config, name, cell.repetition)
+        if type(candidate) is type(wanted) and candidate.get_params() == wanted.get_params():
+            return name
+    return None
+
+
 def sweep(config: ExperimentConfig, cell: Cell, inputs: Mapping[str, ModelArtifact]):
     split = load_split(config, cell.repetition)
     X, y = split.test.X, split.test.y
-    model = create_model(config, "nn_h", cell.repetition, weight_decay=cell.weight_decay)
-    model.fit(split.target.X, split.target.y)
+    same = sweep_target(config, cell)
+    if same is not None:
+        model = trained_model(config, inputs, target_cell(cell.repetition, same))
+    else:
+        model = create_model(config, "nn_h", cell.repetition, weight_decay=cell.weight_decay)
+        model.fit(split.target.X, split.target.y)
     eps = config.nn_sweep.eps
-    result = make_attack(config, eps, manipulable(config, split.test)).run(model, dense(X), y)
-    q = dual_norm(parse_norm(config.attack.norm))
-    s_value = size_and_alignment(model, {"nn_h": (model, None)}, X, y, config.attack.loss, q)["nn_h"][0]
+    with subnormals_flushed():  # the model is trained: see subnormals_flushed
+        result = make_attack(config, eps, manipulable(config, split.test)).run(model, dense(X), y)
+        q = dual_norm(parse_norm(config.attack.norm))
+        s_value = size_and_alignment(model, {"nn_h": (model, None)}, X, y, config.attack.loss, q)["nn_h"][0]
     row = {"repetition": cell.repetition, "weight_decay": cell.weight_decay, "budget": eps,
            "error": result.error, "S": s_value}
     return {}, {"sweep": [row]}, {}

@@ -13,7 +13,6 @@ import re
 import time
 import uuid
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from itertools import islice
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
@@ -82,9 +81,10 @@ def execute(config: ExperimentConfig, cell: Cell, inputs: Mapping[str, ModelArti
     tune_malloc()
     torch.set_num_threads(1)
     models = {cell_id: _model_of(value) for cell_id, value in inputs.items()}
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     with threadpool_limits(1):
         info, rows, artifacts = KINDS[config.kind].run_cell(config, cell, models)
+    info = {**info, "cpu_seconds": time.process_time() - cpu_start}  # the cell's CPU time (one thread), for benches
     return CellOutput(cell.cell_id, cell.stage, time.perf_counter() - start, info, rows, artifacts)
 
 
@@ -110,23 +110,44 @@ def inline(config: ExperimentConfig, stages: Sequence[Sequence[Cell]], stored: S
 
 def processes(config: ExperimentConfig, stages: Sequence[Sequence[Cell]], stored: Stored, workers: int,
               scheduler: str | None) -> Iterator[CellOutput]:
-    """Cells in ``workers`` local processes, stage after stage; at most two cells per worker are handed out at a
-    time, so the parent holds the inputs of a few cells only."""
+    """Cells in ``workers`` local processes, each handed out as soon as the models it needs are stored (not stage
+    after stage: a white-box cell starts once its target is trained, while other models still train), the most
+    expensive ready cell first (:func:`schedule_key`), so the workers finish together rather than one waiting
+    for a long cell handed out last. At most two cells per worker are handed out at a time, so the parent holds
+    the inputs of a few cells only. Where a cell runs changes nothing it computes."""
+    kind = KINDS[config.kind]
+    waiting = sorted((cell for stage in stages for cell in stage), key=lambda c: schedule_key(config, c))
+    unfinished = {cell.cell_id for cell in waiting}  # a need not among them is stored (this run or an earlier one)
+    needs = {cell.cell_id: [n.cell_id for n in kind.needs(config, cell)] for cell in waiting}
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
                                initializer=end_with_parent, initargs=(os.getpid(),))
     try:
-        for stage in stages:
-            cells, pending = iter(stage), set()
-            while True:
-                for cell in islice(cells, 2 * workers - len(pending)):
-                    pending.add(pool.submit(execute, config, cell, _stored_inputs(config, cell, stored)))
-                if not pending:
+        pending: set = set()
+        while waiting or pending:
+            while len(pending) < 2 * workers:
+                ready = next((c for c in waiting if not any(n in unfinished for n in needs[c.cell_id])), None)
+                if ready is None:
                     break
-                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    yield future.result()
+                waiting.remove(ready)
+                pending.add(pool.submit(execute, config, ready, _stored_inputs(config, ready, stored)))
+            if not pending:  # cannot happen for a plan whose needs are its own earlier cells or stored ones
+                raise RuntimeError(f"cells wait for models no cell makes: {[c.cell_id for c in waiting[:3]]}")
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                output = future.result()
+                yield output
+                unfinished.discard(output.cell_id)  # the runner stored it when the generator resumes
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def schedule_key(config: ExperimentConfig, cell: Cell) -> tuple[int, float]:
+    """The order cells are handed out in (smallest first): the train cells of targets first (every transfer cell
+    needs all of them), then by the kind's cost estimate, largest first (a kind without one keeps its plan's
+    order)."""
+    cost = getattr(KINDS[config.kind], "cost", None)
+    first = cell.stage == "train" and cell.role == "target"
+    return (0 if first else 1, -(cost(config, cell) if cost is not None else 0.0))
 
 
 def dask(config: ExperimentConfig, stages: Sequence[Sequence[Cell]], stored: Stored, workers: int,
