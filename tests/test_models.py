@@ -173,3 +173,36 @@ def test_unfitted_and_bad_input_errors(small_split):
     bad[0, 0] = np.nan
     with pytest.raises(DataError, match="NaN"):
         model.fit(bad, small_split.target.y)
+
+
+def _subnormal_count(module: nn.Module) -> int:
+    tiny = torch.finfo(torch.float32).tiny
+    return sum(int(((p != 0) & (p.abs() < tiny)).sum()) for p in module.parameters())
+
+
+def test_a_trained_network_holds_no_subnormal_weight():
+    """Weight decay shrinks the weights of inputs that never vary until they are subnormal (each product with one
+    takes the CPU's slow path): a trained network has none, and a loaded state with some scores the same without."""
+    from transferlab.models.subnormals import without_subnormals
+
+    rng = np.random.default_rng(0)
+    X = np.hstack([rng.random((64, 6)), np.zeros((64, 6))])  # six inputs that are always 0
+    y = (X[:, 0] > 0.5).astype(int)
+    model = models.MLP(hidden=(8,), weight_decay=0.01, epochs=300, batch_size_train=4).fit(X, y)
+    assert _subnormal_count(model.module_) == 0
+    state = model.state_tensors()
+    first = next(k for k in state if k.endswith("weight"))
+    weights = state[first].clone()
+    weights[:, 6:] = torch.finfo(torch.float32).tiny / 4  # what training without flushing left there
+    assert int((without_subnormals(weights) == 0).sum()) >= weights[:, 6:].numel()
+    state[first] = weights
+    model.load_state_tensors(state)
+    assert _subnormal_count(model.module_) == 0
+    reference = model.decision_function(X)
+    state[first] = weights.clone()
+    with torch.no_grad():  # the same network with its subnormal weights, computed without any flushing
+        module = model.meta_module(X.shape[1], 2)
+        module.load_state_dict(state, assign=True)
+        raw = module(torch.as_tensor(X, dtype=torch.float32)).numpy()
+    np.testing.assert_allclose(reference, raw[:, 1] - raw[:, 0] if reference.ndim == 1 else raw, rtol=1e-6,
+                               atol=1e-7)

@@ -10,11 +10,8 @@ it makes (its rows, and its artifacts: trained models, crafted points); the runn
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping
-
-import torch
+from typing import Any, Callable, Mapping
 
 from transferlab import models
 from transferlab.errors import ConfigError
@@ -63,27 +60,6 @@ class CellOutput:
     info: dict[str, Any]
     rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     artifacts: dict[str, Any] = field(default_factory=dict)
-
-
-@contextmanager
-def subnormals_flushed() -> Iterator[None]:
-    """Run the block with subnormal floats flushed to zero (``torch.set_flush_denormal``: the CPU's flush-to-zero
-    and denormals-are-zero modes for this thread, where the CPU has them; off again afterwards) — for computing
-    with trained models, never for training one.
-
-    Weight decay drives the weights of inputs that never vary (MNIST's border pixels) to zero: a trained ``nn_l``
-    holds tens of thousands of subnormal float32 weights (below 1.2e-38), and every product with one takes the
-    CPU's slow path — scoring 1,000 points took 250 ms instead of 3 ms, and its attacks and every transfer cell's
-    scoring of it were as slow. Such a product is below the rounding of any sum a model computes, so scores,
-    gradients, errors and metrics are unchanged (the mnist89-evasion grid's tables compared value for value with
-    and without it). Training is left as it is: Adam divides by the square root of a gradient's square average,
-    where a subnormal is not negligible, and a model trained with it differs (a few test points of nn_l)."""
-    flushed = torch.set_flush_denormal(True)
-    try:
-        yield
-    finally:
-        if flushed:
-            torch.set_flush_denormal(False)
 
 
 def train_cells(config: ExperimentConfig, surrogate_draws: int) -> list[Cell]:

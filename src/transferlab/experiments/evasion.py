@@ -28,8 +28,7 @@ from transferlab.errors import ConfigError, DataError
 from transferlab.experiments.artifacts import ModelArtifact, point_arrays, points_artifact, points_file
 from transferlab.experiments.common import (TRANSFER, WHITE_BOX, Cell, assemble_surrogate, check_devices,
                                             check_model_sizes, create_model, draws_of, model_folder,
-                                            subnormals_flushed, surrogate_cells, target_cell, train_cells,
-                                            trained_model)
+                                            surrogate_cells, target_cell, train_cells, trained_model)
 from transferlab.experiments.data import cached, load_dataset, load_split
 from transferlab.experiments.saved import check_saved_models, is_differentiable, obtain_model
 from transferlab.experiments.config import ExperimentConfig
@@ -216,9 +215,8 @@ def cost(config: ExperimentConfig, cell: Cell) -> float:
 def run_cell(config: ExperimentConfig, cell: Cell, inputs: Mapping[str, ModelArtifact]):
     """Compute ``cell`` from the trained models it needs (``inputs``: {cell id: ModelArtifact}, see
     :func:`needs`); returns (info, rows, artifacts)."""
-    if cell.stage == "craft":  # trains nothing: computes with trained models only
-        with subnormals_flushed():
-            return craft(config, cell, inputs)
+    if cell.stage == "craft":
+        return craft(config, cell, inputs)
     return {"train": train, "sweep": sweep}[cell.stage](config, cell, inputs)
 
 
@@ -226,8 +224,7 @@ def train(config: ExperimentConfig, cell: Cell, inputs: Mapping[str, ModelArtifa
     split = load_split(config, cell.repetition)
     data = split.target if cell.role == "target" else split.surrogate_subsample(cell.fraction, cell.draw)
     model = obtain_model(config, cell.model, cell.repetition, cell.draw, data)
-    with subnormals_flushed():  # scoring the trained model (saved as it is, outside)
-        info, extra = _scored(config, cell, split, data, model)
+    info, extra = _scored(config, cell, split, data, model)
     return info, {}, {model_folder(cell): ModelArtifact.of(model, extra)}
 
 
@@ -375,10 +372,9 @@ def sweep(config: ExperimentConfig, cell: Cell, inputs: Mapping[str, ModelArtifa
         model = create_model(config, "nn_h", cell.repetition, weight_decay=cell.weight_decay)
         model.fit(split.target.X, split.target.y)
     eps = config.nn_sweep.eps
-    with subnormals_flushed():  # the model is trained: see subnormals_flushed
-        result = make_attack(config, eps, manipulable(config, split.test)).run(model, dense(X), y)
-        q = dual_norm(parse_norm(config.attack.norm))
-        s_value = size_and_alignment(model, {"nn_h": (model, None)}, X, y, config.attack.loss, q)["nn_h"][0]
+    result = make_attack(config, eps, manipulable(config, split.test)).run(model, dense(X), y)
+    q = dual_norm(parse_norm(config.attack.norm))
+    s_value = size_and_alignment(model, {"nn_h": (model, None)}, X, y, config.attack.loss, q)["nn_h"][0]
     row = {"repetition": cell.repetition, "weight_decay": cell.weight_decay, "budget": eps,
            "error": result.error, "S": s_value}
     return {}, {"sweep": [row]}, {}

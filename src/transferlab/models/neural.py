@@ -21,6 +21,7 @@ from transferlab.models.inputs import array_tensor
 from transferlab.models.limits import INT32_MAX, MAX_PARAMETERS, Layout, layout_size
 from transferlab.models.params import SEED, Param
 from transferlab.models.sparse import sparse_linear, sparse_tensor
+from transferlab.models.subnormals import subnormals_flushed, without_subnormals
 
 
 class TorchNet(Estimator):
@@ -78,20 +79,23 @@ class TorchNet(Estimator):
         optimiser = torch.optim.Adam(self.module_.parameters(), lr=self.lr, weight_decay=self.weight_decay, **fused)
         loss_fn = nn.CrossEntropyLoss()
         self.module_.train()
-        for _ in range(self.epochs):
-            order = torch.randperm(X.shape[0], generator=generator).to(device)
-            for i in range(0, X.shape[0], self.batch_size_train):
-                batch = order[i:i + self.batch_size_train]
-                optimiser.zero_grad(set_to_none=True)
-                if Xt is not None:
-                    out = self.module_(Xt[batch])
-                else:
-                    out = tail(sparse_linear(sparse_tensor(X[batch.cpu().numpy()], self.dtype, device), weight, bias))
-                loss_fn(out, yt[batch]).backward()
-                optimiser.step()
+        with subnormals_flushed():  # weight decay would leave subnormal weights: see models/subnormals.py
+            for _ in range(self.epochs):
+                order = torch.randperm(X.shape[0], generator=generator).to(device)
+                for i in range(0, X.shape[0], self.batch_size_train):
+                    batch = order[i:i + self.batch_size_train]
+                    optimiser.zero_grad(set_to_none=True)
+                    if Xt is not None:
+                        out = self.module_(Xt[batch])
+                    else:
+                        batch_rows = sparse_tensor(X[batch.cpu().numpy()], self.dtype, device)
+                        out = tail(sparse_linear(batch_rows, weight, bias))
+                    loss_fn(out, yt[batch]).backward()
+                    optimiser.step()
         self.module_.eval()
         for p in self.module_.parameters():
             p.requires_grad_(False)
+            p.copy_(without_subnormals(p))  # torch's other threads do not flush: see models/subnormals.py
 
     def laid_out(self, module: nn.Module) -> nn.Module:
         """The module with its weights in the memory format its kernels run fastest in (as it is; the CNN's in
@@ -116,7 +120,8 @@ class TorchNet(Estimator):
 
     def load_state_tensors(self, state: dict[str, torch.Tensor]) -> None:
         module = self.meta_module(self.n_features_in_, self.n_classes_)
-        module.load_state_dict(state, assign=True)  # the loaded tensors become the weights: no second copy
+        # the loaded tensors become the weights (no second copy), without subnormals (see models/subnormals.py)
+        module.load_state_dict({k: without_subnormals(v) for k, v in state.items()}, assign=True)
         self.module_ = self.laid_out(module.to(device=self.torch_device, dtype=self.dtype)).eval()
         for p in self.module_.parameters():
             p.requires_grad_(False)
