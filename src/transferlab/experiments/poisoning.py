@@ -107,6 +107,12 @@ def train(config: ExperimentConfig, cell: Cell):
     return {"n_train": len(data), "test_accuracy": accuracy}, rows, {model_folder(cell): ModelArtifact.of(model)}
 
 
+def attack_seed(config: ExperimentConfig, repetition: int) -> int:
+    """The seed of the poisoning start draw in repetition ``repetition`` (an attack seed has 63 bits; small ones
+    stay as they are)."""
+    return (config.seed * 100_003 + repetition * 101) % 2 ** 63
+
+
 def craft(config: ExperimentConfig, cell: Cell):
     """Craft the poisoning sets of one surrogate (transfer: on its own data; white-box: on the target's data) at the
     cell's fractions (:func:`cell_fractions`; chained: each from the previous fraction's points), train every
@@ -119,7 +125,7 @@ def craft(config: ExperimentConfig, cell: Cell):
     split = load_split(config, cell.repetition)
     X_val, y_val = split.validation.X, split.validation.y
     source_data = split.target if cell.role == WHITE_BOX else split.surrogate_subsample(cell.fraction)
-    seed = (config.seed * 100_003 + cell.repetition * 101) % 2 ** 63  # an attack seed has 63 bits; small ones stay
+    seed = attack_seed(config, cell.repetition)
     surrogate = create_model(config, cell.model, cell.repetition)
     variance = float("nan")
     results: list[dict] = []
