@@ -263,6 +263,7 @@ def test_poisoning_experiment_end_to_end(tmp_path):
     ({"surrogates": ["nn_h"]}, "cannot craft poisoning"),
     ({"attack": {"kind": "poisoning"}}, "needs fractions"),
     ({"attack": {"kind": "poisoning", "fractions": [0.1, 1.5]}}, "attack.fractions"),
+    ({"attack": {"kind": "poisoning", "fractions": [0.1], "warm_start": "yes"}}, "attack.warm_start"),
     ({"kind": "evasion"}, "does not fit"),
 ])
 def test_bad_poisoning_configs(change, message):

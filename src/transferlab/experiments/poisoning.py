@@ -160,9 +160,11 @@ def craft(config: ExperimentConfig, cell: Cell):
                 X_start=X_start.astype(np.float32))
         infos.append({"n_points": n_points, "validation_loss_clean": r.validation_loss_clean,
                       "validation_loss_poisoned": r.validation_loss_poisoned, "passes": r.passes,
-                      "from_start": r.from_start, "inert": r.inert})
-    if cell.poison_fraction:
-        info = {key: value for key, value in infos[0].items() if key not in ("from_start", "inert")}
+                      "validation_error_poisoned": r.validation_error_poisoned, "from_start": r.from_start,
+                      "inert": r.inert})
+    if cell.poison_fraction:  # a cell of one fraction: its info as before chaining existed
+        info = {key: value for key, value in infos[0].items()
+                if key not in ("validation_error_poisoned", "from_start", "inert")}
     else:
         info = {"fractions": cell_fractions(config, cell), "chain": infos}
     return info, {"results": results, "metrics": metric_rows}, artifacts
