@@ -23,8 +23,8 @@ Table 1, per model and fraction: s per poisoning point (CPU time of the process,
 transferlab's default mode, the sequential mode and secml (at --secml-fractions), and the ratios secml / default and
 sequential / default.
 Table 2, the white-box curve: the default mode's test error per fraction with each fraction starting from the
-previous fraction's points plus new ones (``run(start=...)``; the experiments' cells do not chain
-them yet: each fraction is crafted on its own there), and whether it rises.
+previous fraction's points plus new ones (``run(start=...)``, as the experiments' craft cells chain the fractions
+with ``attack.warm_start``, their default), and whether it rises.
 """
 
 from __future__ import annotations

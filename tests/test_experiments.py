@@ -263,6 +263,7 @@ def test_poisoning_experiment_end_to_end(tmp_path):
     ({"surrogates": ["nn_h"]}, "cannot craft poisoning"),
     ({"attack": {"kind": "poisoning"}}, "needs fractions"),
     ({"attack": {"kind": "poisoning", "fractions": [0.1, 1.5]}}, "attack.fractions"),
+    ({"attack": {"kind": "poisoning", "fractions": [0.1], "warm_start": "yes"}}, "attack.warm_start"),
     ({"kind": "evasion"}, "does not fit"),
 ])
 def test_bad_poisoning_configs(change, message):
@@ -270,6 +271,184 @@ def test_bad_poisoning_configs(change, message):
 
     with pytest.raises(ConfigError, match=message):
         parse_config({**POISON_TINY, **change})
+
+
+# ---- chained poisoning fractions (attack.warm_start, the default) ------------------------------------------------
+POISON_FAMILIES = ["svm_h", "svm_l", "logistic_h", "logistic_l", "ridge_h", "ridge_l", "svm_rbf_h", "svm_rbf_l"]
+#: every poisoning family as a white-box target, one transfer surrogate; the default attack (batch mode, chained
+#: fractions). At these sizes crafting each fraction from scratch (warm_start: false) makes the white-box curves of
+#: svm_h (0.600, 0.585, 0.605) and logistic_h (0.465, 0.470, 0.465) fall; chained, none falls
+POISON_CHAIN = {
+    "name": "poison-chain",
+    "kind": "poisoning",
+    "dataset": {"name": "mnist89"},
+    "split": {"n_target": 100, "n_surrogate": 100, "n_test": 200, "n_validation": 100},
+    "surrogates": ["logistic_l"],
+    "targets": POISON_FAMILIES,
+    "attack": {"kind": "poisoning", "fractions": [0.2, 0.05, 0.1]},
+    "variance": {"n_surrogates": 2},
+}
+
+
+@pytest.fixture(scope="module")
+def chain_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("chain")
+    run_experiment(parse_config(POISON_CHAIN), out, show_progress=False)
+    return out
+
+
+def _chain_infos(run_dir):
+    import json
+
+    with sqlite3.connect(run_dir / "store.sqlite") as db:
+        return {cell_id: json.loads(info) for cell_id, info in
+                db.execute("SELECT cell_id, info FROM cells WHERE stage='craft'")}
+
+
+def test_chained_poisoning_plans_one_craft_cell_per_chain():
+    from transferlab.experiments import poisoning
+
+    config = parse_config(POISON_CHAIN)
+    assert config.attack.warm_start is True  # the default
+    train, craft = poisoning.plan(config)
+    assert len(train) == len(POISON_FAMILIES)
+    assert sorted(c.cell_id for c in craft) == sorted(["craft/r0/transfer/logistic_l/f1"] +
+                                                      [f"craft/r0/white-box/{t}" for t in POISON_FAMILIES])
+    assert all(poisoning.cell_fractions(config, c) == [0.05, 0.1, 0.2] for c in craft)
+    off = parse_config({**POISON_CHAIN, "attack": {**POISON_CHAIN["attack"], "warm_start": False}})
+    _, craft_off = poisoning.plan(off)
+    assert len(craft_off) == 3 * len(craft) and len({c.cell_id for c in craft_off}) == len(craft_off)
+    assert all(poisoning.cell_fractions(off, c) == [c.poison_fraction] for c in craft_off)
+    assert "craft/r0/white-box/svm_h/p0.1" in {c.cell_id for c in craft_off}
+    # a run's identity changes with warm_start (a folder of unchained cells is not resumed as a chained run), and a
+    # config that turns it off keeps the identity it had before the field existed (recorded with the code before
+    # issue 18 from tests/golden/poisoning.yaml, which had no warm_start then)
+    assert config.identity_hash() != off.identity_hash()
+    golden = load_config(str(Path(__file__).parent / "golden" / "poisoning.yaml"))
+    assert golden.attack.warm_start is False and golden.identity_hash() == "736427cda1f8baff"
+
+
+def test_chained_white_box_poisoning_curves_never_fall(chain_run):
+    results = read_csv(chain_run / "results.csv")
+    assert len([r for r in results if r["setting"] == "white-box"]) == 3 * len(POISON_FAMILIES)
+    rising = 0
+    for name in POISON_FAMILIES:
+        clean = [float(r["error"]) for r in results if r["setting"] == "clean" and r["target"] == name]
+        curve = sorted((float(r["budget"]), float(r["error"])) for r in results
+                       if r["setting"] == "white-box" and r["target"] == name)
+        assert [b for b, _ in curve] == [0.05, 0.1, 0.2]
+        errors = clean + [e for _, e in curve]
+        # 1e-12: the clean error is 1 − accuracy, the others a mean of misclassifications
+        assert all(b >= a - 1e-12 for a, b in zip(errors, errors[1:])), (name, errors)
+        rising += errors[-1] > errors[1] + 1e-12
+    assert rising >= len(POISON_FAMILIES) - 1  # svm_h may stay flat where it keeps the smaller attacker's points
+
+
+@pytest.mark.parametrize("role, name", [("white-box", n) for n in POISON_FAMILIES] + [("transfer", "logistic_l")])
+def test_chained_cell_is_the_attack_chain(chain_run, role, name):
+    """Each fraction's points are those of ``Poisoning.run(start=previous result)`` (the stored points, their
+    starts and the cell's record of which candidate the attack kept), they continue the smaller attacker's points as
+    the attack's replace rule says, and the errors are those of the family retrained on them."""
+    from transferlab.experiments.common import create_model
+    from transferlab.experiments.data import load_split
+    from transferlab.experiments.poisoning import attack_seed
+
+    config = parse_config(POISON_CHAIN)
+    split = load_split(config, 0)
+    source = split.target if role == "white-box" else split.surrogate_subsample(1.0)
+    X_val, y_val = split.validation.X, split.validation.y
+    cell_id = f"craft/r0/{role}/{name}" + ("/f1" if role == "transfer" else "")
+    info = _chain_infos(chain_run)[cell_id]
+    assert info["fractions"] == [0.05, 0.1, 0.2]
+    results = read_csv(chain_run / "results.csv")
+    previous = None
+    for fraction, record in zip(info["fractions"], info["chain"]):
+        n_points = int(round(fraction * len(split.target)))
+        attack = attacks.Poisoning(surrogate=create_model(config, name, 0), n_points=n_points,
+                                   seed=attack_seed(config, 0), settings=config.attack.solver)
+        r = attack.run(source.X, source.y, X_val, y_val, start=previous)
+        stored = np.load(chain_run / "points" / f"r0_{role}_{name}{'_f1' if role == 'transfer' else ''}_p{fraction:g}.npz")
+        assert np.array_equal(stored["X"], r.X_p.astype(np.float32)) and np.array_equal(stored["y"], r.y_p)
+        assert np.array_equal(stored["X_start"], r.X_start.astype(np.float32))
+        assert (record["n_points"], record["from_start"], record["inert"]) == (n_points, r.from_start, r.inert)
+        if previous is None:
+            assert not r.from_start
+        else:
+            k = len(previous.X_p)
+            if r.inert:  # the smaller attacker's points kept, the rest placed where the surrogate ignores them
+                assert r.from_start and r.inert == n_points - k
+                assert np.array_equal(r.X_p[:k], previous.X_p) and np.array_equal(r.y_p[:k], previous.y_p)
+            elif r.from_start:  # optimised on from the smaller attacker's points
+                assert np.array_equal(r.X_start[:k], previous.X_p)
+                assert np.array_equal(r.y_p[:k], previous.y_p)
+            else:  # its own draw won: the points of an attacker that starts from scratch
+                scratch = attack.run(source.X, source.y, X_val, y_val)
+                assert np.array_equal(r.X_p, scratch.X_p) and np.array_equal(r.y_p, scratch.y_p)
+        target = name if role == "white-box" else "ridge_h"
+        poisoned = create_model(config, target, 0).fit(np.vstack([split.target.X, r.X_p]),
+                                                      np.r_[split.target.y, r.y_p])
+        error = float(np.mean(poisoned.predict(split.test.X) != split.test.y))
+        row, = [x for x in results if x["setting"] == role and x["surrogate"] == name and x["target"] == target
+                and float(x["budget"]) == fraction]
+        assert float(row["error"]) == pytest.approx(error, abs=1e-12)
+        previous = r
+
+
+def test_chained_first_fraction_and_v_equal_a_cell_of_that_fraction_alone(chain_run):
+    """The first fraction of a chain has no smaller attacker: its rows are those of the unchained cell of that
+    fraction, and V (computed once per chain: it does not depend on the points) is that cell's at every fraction."""
+    from transferlab.experiments import poisoning
+    from transferlab.experiments.common import Cell
+
+    off = parse_config({**POISON_CHAIN, "attack": {**POISON_CHAIN["attack"], "warm_start": False}})
+    _, alone, _ = poisoning.craft(off, Cell("craft", 0, "logistic_l", "transfer", 1.0, poison_fraction=0.05))
+    chained = {r["target"]: float(r["error"]) for r in read_csv(chain_run / "results.csv")
+               if r["setting"] == "transfer" and float(r["budget"]) == 0.05}
+    assert chained == pytest.approx({r["target"]: r["error"] for r in alone["results"]}, abs=1e-12)
+    metric_rows = [r for r in read_csv(chain_run / "metrics.csv") if r["setting"] == "transfer"]
+    assert len(metric_rows) == 3 * len(POISON_FAMILIES)
+    for row in alone["metrics"]:
+        # metrics rows have no budget: a chain's rows of one target are in the order of its fractions
+        first = next(r for r in metric_rows if r["target"] == row["target"])
+        for key in ("S", "R", "V"):
+            assert float(first[key]) == pytest.approx(row[key], rel=1e-12), (row["target"], key)
+    variance = alone["metrics"][0]["V"]
+    assert np.isfinite(variance)
+    assert [float(r["V"]) for r in metric_rows] == pytest.approx([variance] * len(metric_rows), rel=1e-12)
+
+
+def test_interrupted_chained_poisoning_run_resumes_to_the_same_tables(chain_run, tmp_path, monkeypatch):
+    """A run stopped after some chained cells are stored resumes with the missing cells only, to the tables of an
+    uninterrupted run (same process: identical), nothing duplicated."""
+    inline = runner.EXECUTORS["inline"]
+    stop_after = len(POISON_FAMILIES) + 3  # the train cells and three chains
+
+    def interrupted(*args):
+        for k, output in enumerate(inline(*args)):
+            if k == stop_after:
+                raise KeyboardInterrupt
+            yield output
+
+    out = tmp_path / "resumed"
+    monkeypatch.setitem(runner.EXECUTORS, "inline", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_experiment(parse_config(POISON_CHAIN), out, show_progress=False)
+    assert len(_chain_infos(out)) == 3 and not (out / "results.csv").exists()
+    ran = []
+
+    def counted(*args):
+        for output in inline(*args):
+            ran.append(output.cell_id)
+            yield output
+
+    monkeypatch.setitem(runner.EXECUTORS, "inline", counted)
+    run_experiment(parse_config(POISON_CHAIN), out, show_progress=False)
+    assert len(ran) == len(POISON_FAMILIES) + 1 - 3 and all(c.startswith("craft/") for c in ran)
+    for table in ("results.csv", "metrics.csv"):
+        assert_tables_equal(out / table, chain_run / table, rtol=0, atol=0, network_rtol=0, network_atol=0)
+    assert sorted(p.name for p in (out / "points").glob("*.npz")) == \
+        sorted(p.name for p in (chain_run / "points").glob("*.npz"))
+    assert len(list((out / "points").glob("*.npz"))) == 3 * (len(POISON_FAMILIES) + 1)
 
 
 #: the golden cases (tests/golden/<case>.yaml, each saying what it pins) and the tolerances they are compared at

@@ -15,8 +15,12 @@ crafted at the previous one, as the authors' security evaluation does, so a curv
 more than its largest budget).
 
 Poisoning (``kind: poisoning``): ``fractions``, the poisoning points as fractions of the target's training set,
-the box ``lb``/``ub``, and ``solver`` (:class:`~transferlab.attacks.poisoning.PoisoningSettings`; the start draw is
-seeded from the run's ``seed`` and repetition).
+the box ``lb``/``ub``, ``warm_start`` (default on: each fraction's attacker starts from the points crafted at the
+previous, smaller fraction — ``Poisoning.run(start=...)``, which keeps them unless its own data say a new set is
+better —, so a curve over the fractions is one attacker adding points, and a white-box curve does not fall where the
+attack keeps the smaller attacker's points; off: each fraction is crafted from scratch, as before issue 18) and
+``solver`` (:class:`~transferlab.attacks.poisoning.PoisoningSettings`; the start draw is seeded from the run's
+``seed`` and repetition).
 """
 
 from __future__ import annotations
@@ -116,6 +120,7 @@ class PoisoningSection(BoxSection):
     lb: float = 0.0  # poisoning points live in a bounded box
     ub: float = 1.0
     fractions: list[float] = Field(default_factory=list, max_length=MAX_BUDGETS, validate_default=True)
+    warm_start: bool = True
     solver: PoisoningSettings = Field(default_factory=PoisoningSettings)
 
     @field_validator("fractions")

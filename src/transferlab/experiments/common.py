@@ -33,6 +33,7 @@ class Cell:
     draw: int = 0               # resample index of a surrogate (0: the surrogate itself)
     weight_decay: float = 0.0   # sweep cells
     poison_fraction: float = 0.0  # poisoning craft cells: poisoning points as a fraction of the training set
+    #                               (0: every fraction of the config, chained; attack.warm_start)
 
     @property
     def cell_id(self) -> str:

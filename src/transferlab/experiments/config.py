@@ -218,6 +218,13 @@ class ExperimentConfig(Strict):
         """Hash of everything that changes results (not the data folder's location). Fields left at their
         defaults are not part of it, so a field added in a later version does not change the identity of a run."""
         data = self.model_dump(mode="json", exclude_defaults=True)
+        if self.kind == "poisoning":
+            # attack.warm_start came (issue 18) with its default on, and runs made before it crafted every fraction
+            # from scratch, as warm_start: false does now: it is part of the identity when on and left out when
+            # off, so such a run keeps its identity and a folder of unchained cells is never resumed as a chained run
+            data["attack"].pop("warm_start", None)
+            if self.attack.warm_start:
+                data["attack"]["warm_start"] = True
         data.get("dataset", {}).pop("path", None)
         if data.get("dataset") == {}:
             del data["dataset"]

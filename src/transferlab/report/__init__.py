@@ -98,10 +98,11 @@ def _point_strip(run_dir: Path, config: dict, budgets: list[float], path: Path) 
                 return None
             shape = tuple(int(v) for v in npz["image_shape"])
             if poisoning:
-                rows = [("start (label flipped)", npz["X_start"][:STRIP_POINTS]),
+                chained = (config.get("attack") or {}).get("warm_start", False)
+                rows = [("start" if chained else "start (label flipped)", npz["X_start"][:STRIP_POINTS]),
                         (f"poisoning point ({100 * max(budgets):g}%)", npz["X"][:STRIP_POINTS])]
                 title = (f"Poisoning points crafted on {surrogate}: each starts from a training image whose label is "
-                         "flipped")
+                         "flipped" + (" or, the fractions chained, from a smaller attacker's point" if chained else ""))
             else:
                 rows = [("clean", npz["eps_0"][:STRIP_POINTS])]
                 rows += [(f"ε = {b:g}", npz[f"eps_{b:g}"][:STRIP_POINTS]) for b in budgets
