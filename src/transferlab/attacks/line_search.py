@@ -62,13 +62,11 @@ def domain_kind(domain: Intersection, p: float) -> str:
 def free_gradient(grad: torch.Tensor, u: torch.Tensor, lo_tol: torch.Tensor, hi_tol: torch.Tensor) -> torch.Tensor:
     """The gradient with the coordinates that the box blocks set to 0 (``EvasionAttack._movable``: a coordinate
     within BOUND_TOL of the bound it is pushed against), from u = x − x0 and the box relative to x0 narrowed by
-    BOUND_TOL (lo_tol = lo + BOUND_TOL, hi_tol = hi − BOUND_TOL), by arithmetic: the room beyond BOUND_TOL along
-    sign(g_i) is max(s (hi_tol − u), s (lo_tol − u)) with s = sign(g_i) (hi − u − BOUND_TOL for g_i > 0,
-    u − lo − BOUND_TOL for g_i < 0, 0 for g_i = 0), and the indicator of a positive room is clamp(room·SLOPE, 0, 1).
-    """
-    sign = grad.sign()
-    room = torch.maximum((hi_tol - u).mul_(sign), (lo_tol - u).mul_(sign))
-    return room.mul_(SLOPE).clamp_(0, 1).mul_(grad)
+    BOUND_TOL (lo_tol = lo + BOUND_TOL, hi_tol = hi − BOUND_TOL): coordinate i is free where its room in the
+    direction of g_i, hi_tol − u for g_i > 0 and u − lo_tol otherwise, is positive (g_i = 0 gives 0 either way).
+    Six passes over the rows; ``grad`` may be of a lower precision than u (the result is u's)."""
+    room = torch.where(grad > 0, hi_tol - u, u - lo_tol)
+    return room.gt_(0).mul_(grad)
 
 
 def ball_box_step(delta: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, eps: float,
@@ -91,25 +89,27 @@ def ball_box_step(delta: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, eps: 
     s_max = t_max * t_max if np.isfinite(t_max) else BIG
     a2_sum = torch.linalg.vector_norm(delta, dim=1).square_()
     s_prev = f_prev = torch.zeros(delta.shape[0], dtype=delta.dtype, device=delta.device)
-    s = (eps2 / a2_sum.clamp_min(torch.finfo(delta.dtype).tiny)).clamp_max(s_max)
+    s = (eps2 / a2_sum.clamp_min_(torch.finfo(delta.dtype).tiny)).clamp_max_(s_max)
     step = torch.empty_like(delta)
+    gap_done = 1e-13 * eps2
     for _ in range(4 * delta.shape[1] + 4):
-        root = s.sqrt()[:, None]
-        torch.minimum(torch.maximum(torch.mul(delta, root, out=step), lo, out=step), hi, out=step)
+        root = s.sqrt().unsqueeze_(1)
+        torch.mul(delta, root, out=step).clamp_(lo, hi)
         f = torch.linalg.vector_norm(step, dim=1).square_()
         gap = eps2 - f
-        slope = (f - f_prev) / (s - s_prev)
+        slope = (f - f_prev).div_(s - s_prev)
         flat = slope * s < 1e-6 * f
         if bool(flat.any()):
             # Σ δ_i² over the coordinates the clip left alone: |√s δ_i| − |step_i| is 0 there, > 0 where clipped
-            free = (delta * root).abs_().sub_(step.abs()).mul_(SLOPE).clamp_(0, 1).neg_().add_(1)
+            free = (delta * root).abs_().sub_(step.abs()).le_(0)
             exact = torch.linalg.vecdot(free, delta * delta)
             slope = torch.where(flat, exact, slope)
-        new = (s + gap / slope).clamp_max(s_max)  # a slope of 0: s_max
-        done = (gap <= 1e-13 * eps2) | (s >= s_max) | ~(new > s)
-        if bool(done.all()):
+        new = (gap / slope).add_(s).clamp_max_(s_max)  # a slope of 0: s_max
+        # a row stops when it meets the ball, or the secant stops rising (at s_max: new ≤ s_max = s)
+        going = (gap > gap_done) & (new > s)
+        if not bool(going.any()):
             break
-        s_prev, f_prev, s = torch.where(done, s_prev, s), torch.where(done, f_prev, f), torch.where(done, s, new)
+        s_prev, f_prev, s = torch.where(going, s, s_prev), torch.where(going, f, f_prev), torch.where(going, new, s)
     if bool((f > eps2).any()):  # a tiny rescale guards the ball against rounding in the last bit
         step = step * torch.where(f > eps2, eps / f.sqrt(), 1.0)[:, None]
     return step
@@ -127,7 +127,8 @@ class Steps:
         self.x0 = x0
         # the absolute box only where domain.project needs it
         self.lb, self.ub = (lb, ub) if kind in ("l1", "binary", "other") else (None, None)
-        self.lo, self.hi = (lb - x0).clamp_min_(-BIG), (ub - x0).clamp_max_(BIG)
+        big = min(BIG, torch.finfo(x0.dtype).max)
+        self.lo, self.hi = (lb - x0).clamp_min_(-big), (ub - x0).clamp_max_(big)
         # the box narrowed by BOUND_TOL, for free_gradient (before the ℓ∞ ball narrows lo and hi)
         self.lo_tol, self.hi_tol = self.lo + BOUND_TOL, self.hi - BOUND_TOL
         if kind == "linf":
@@ -145,7 +146,7 @@ class Steps:
         if self.kind == "l2":
             return self.x0 + ball_box_step(delta, self.lo, self.hi, self.eps, 1.0)
         if self.kind == "linf":
-            return self.x0 + torch.minimum(torch.maximum(delta, self.lo), self.hi)
+            return self.x0 + torch.clamp(delta, self.lo, self.hi)
         return self.domain.project(self.x0 + delta, self.x0, (self.lb, self.ub))
 
     def maximiser(self, grad: torch.Tensor) -> torch.Tensor:

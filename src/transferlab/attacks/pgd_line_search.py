@@ -172,24 +172,23 @@ class PGDLineSearch(EvasionAttack):
         iterations = torch.zeros(n, dtype=torch.long, device=x0.device)
         rows = torch.arange(n, device=x0.device)  # the active points
         eta = torch.full((n,), eta_max, dtype=x0.dtype, device=x0.device)  # chord length per active point
-        grad, moved = path.gradient(), None
+        grad, moved = path.gradient(native=True), None  # in the model's dtype: the free gradient promotes it
         for iteration in range(self.settings.max_iter):
             if rows.numel() == 0:
                 break
             if moved is not None:  # a point that did not move keeps its gradient
                 if bool(moved.all()):
-                    grad = path.gradient()
+                    grad = path.gradient(native=True)
                 elif bool(moved.any()):
-                    grad = grad.clone()
-                    grad[moved] = path.gradient(moved)
+                    grad[moved] = path.gradient(moved, native=True)
+            m = rows.numel()
             u = path.x - steps.x0
             free = free_gradient(grad, u, steps.lo_tol, steps.hi_tol)
             if self.p == 2:  # x + η̄ g_f/‖g_f‖, as steepest_direction normalises it, in one pass
-                scale = eta / torch.linalg.vector_norm(free, dim=1).clamp_min(1e-30)
-                path.along(steps.project(torch.addcmul(u, free, scale[:, None])))
+                scale = eta / torch.linalg.vector_norm(free, dim=1).clamp_min_(1e-30)
+                path.along(steps.project(torch.addcmul(u, free, scale.unsqueeze_(1))))
             else:
                 path.along(steps.project(torch.addcmul(u, steepest_direction(free, self.p), eta[:, None])))
-            m = rows.numel()
             n_grid = self.settings.grid if iteration == 0 else self.settings.warm_grid
             alphas = 2.0 ** -torch.arange(n_grid, dtype=x0.dtype, device=x0.device)
             vals = path.grid_values(alphas)
@@ -224,7 +223,7 @@ class PGDLineSearch(EvasionAttack):
             retry = stalled & (eta > eta_max / RETRY_FLOOR * (1 + 1e-9)) if self.p == 2 else stalled & False
             if bool(retry.any()):
                 candidates = retry.nonzero().squeeze(1)  # the rate of the candidates only
-                rate = tangent_rate(grad[candidates], free[candidates], u[candidates], self.eps)
+                rate = tangent_rate(grad[candidates].to(u.dtype), free[candidates], u[candidates], self.eps)
                 retry[candidates] = rate * (eta[candidates] / RETRY_SHRINK) > self.settings.tol
             eta = torch.where(stalled, eta / RETRY_SHRINK, torch.clamp(2 * best_alpha * eta, max=eta_max))
             going, moved = ~stalled | retry, step
