@@ -181,6 +181,7 @@ from hypothesis import strategies as st  # noqa: E402
 from hypothesis.extra.numpy import arrays  # noqa: E402
 
 from transferlab.attacks import line_search, paths  # noqa: E402
+from transferlab.attacks.base import BOUND_TOL  # noqa: E402
 from transferlab.attacks.constraints import Intersection  # noqa: E402
 
 D = 7
@@ -394,3 +395,26 @@ def test_an_attack_refuses_the_settings_of_another_attack_even_a_subclass():
     with pytest.raises(ConfigError, match="decay: unknown setting of PGDSettings"):
         attacks.PGD(settings=MIFGSMSettings())
     assert attacks.PGD(settings=attacks.PGD().settings).settings.steps == attacks.PGD().settings.steps
+
+
+@settings(max_examples=40, deadline=None)
+@given(ball_box_problem())
+def test_free_gradient_frees_the_coordinates_the_box_does_not_block(data):
+    """The chord search's free gradient keeps exactly the coordinates ``EvasionAttack._movable`` calls movable
+    (room beyond BOUND_TOL in the direction of the gradient), on boxes with degenerate coordinates (lb = ub) and
+    points on their bounds, and a float32 gradient gives the float64 one's result."""
+    x0, delta, lb, ub, eps = data
+    # rooms of 0 or at least 1e-6 (not within rounding of BOUND_TOL, where the two tests may round differently)
+    lb, ub = torch.where(x0 - lb < 1e-6, x0, lb), torch.where(ub - x0 < 1e-6, x0, ub)
+    ub = torch.where(torch.arange(ub.shape[1]) % 3 == 0, lb, ub)  # some coordinates cannot move at all
+    x0 = torch.minimum(torch.maximum(x0, lb), ub)
+    x = torch.where(delta > 0.5, ub, torch.where(delta < -0.5, lb, x0))  # some coordinates at a bound
+    grad = delta.flip(1)
+    lo, hi = lb - x0, ub - x0
+    free = line_search.free_gradient(grad, x - x0, lo + BOUND_TOL, hi - BOUND_TOL)
+    movable = attacks.PGDLineSearch()._movable(x, grad, lb, ub)
+    torch.testing.assert_close(free, torch.where(movable, grad, 0.0), rtol=0, atol=0)
+    g32 = grad.float()
+    free32 = line_search.free_gradient(g32, x - x0, lo + BOUND_TOL, hi - BOUND_TOL)
+    assert free32.dtype == torch.float64
+    torch.testing.assert_close(free32, torch.where(movable, g32.double(), 0.0), rtol=0, atol=0)

@@ -233,7 +233,7 @@ class PGDLineSearch(EvasionAttack):
                 steps.keep(going)
                 grad, moved, eta, rows = grad[going], moved[going], eta[going], rows[going]
         x[rows] = path.x
-        return torch.minimum(torch.maximum(x, lb), ub), iterations  # guards the box against rounding
+        return torch.clamp(x, lb, ub), iterations  # guards the box against rounding
 
     # ---- closed form for linear models ------------------------------------------------------------------------------
     def _attack_linear(self, model: LinearClassifier, x0: torch.Tensor, labels: torch.Tensor, start: torch.Tensor,
@@ -264,7 +264,7 @@ class PGDLineSearch(EvasionAttack):
                 steps.keep(going)
                 rows = rows[going]
         x[rows] = path.x
-        return torch.minimum(torch.maximum(x, lb), ub), iterations
+        return torch.clamp(x, lb, ub), iterations
 
     # ---- arc: every candidate projected (transferlab 0.1's line search with warm_grid=0, bisection=4) ---------------
     def _attack_arc(self, model: Classifier, x0: torch.Tensor, labels: torch.Tensor, start: torch.Tensor,
