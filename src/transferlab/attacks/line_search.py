@@ -19,9 +19,6 @@ NEAR_TIE = 1e-10
 BIG = 2.0 ** 480
 #: the step of the closed forms, T·g/‖g‖∞: with |g_i| ≤ 1 every coordinate with |g_i| > 2^−420 reaches its bound
 HUGE_STEP = 2.0 ** 900
-#: the slope of the 0/1 indicators computed by arithmetic: clamp(r·SLOPE, 0, 1) is 1 for r ≥ 2^−1000 (float64's
-#: smallest positive numbers are 2^−1074), 0 for r ≤ 0
-SLOPE = 2.0 ** 1000
 #: the step of the closed form on binary domains, x0 + T·g/‖g‖∞ (the projection rounds it)
 BINARY_STEP = 1e100
 
@@ -80,8 +77,8 @@ def ball_box_step(delta: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, eps: 
     room of coordinate i in the direction of δ_i, is concave, piecewise linear and increasing. The secant method
     from f(0) = 0 and s_1 = ε²/‖δ‖² (where f(s_1) ≤ ε²) stays below the root, because a chord of a concave function
     lies above it beyond its ends: every iterate is a feasible step. Once two iterates lie on the root's linear
-    piece (the set of coordinates at their bounds stops changing) it lands on the root exactly. Each round is four
-    arithmetic passes over the rows (scale, clip, squared norm): no comparison or selection over them. Where the
+    piece (the set of coordinates at their bounds stops changing) it lands on the root exactly. Each round is three
+    passes over the rows (scale, clip to the box, squared norm); the rest is per row. Where the
     chord is much flatter than f(s)/s, its slope is a difference of nearly equal numbers and the slope of f
     itself, Σ δ_i² over the coordinates inside their bounds, is computed instead (a Newton step, also safe from
     below; a slope of 0 means every coordinate is at its bound: t = t_max)."""

@@ -44,8 +44,7 @@ On the CPU the chord and closed-form searches run on blocks of at most :data:`CH
 features), which bounds their memory; every row is attacked independently of the others, so blocks change nothing
 but the order of floating-point sums. Their ℓ2∩box projections use
 :func:`~transferlab.attacks.line_search.ball_box_step`, the exact projection of :mod:`~transferlab.attacks.constraints`
-computed with arithmetic passes only (on the CPU a comparison or a selection over a batch costs several arithmetic
-passes), 2–6× faster on MNIST batches. Attacks on the CPU run on one torch thread (:func:`one_thread_on_cpu`).
+computed with three passes over the rows per secant round, 2–6× faster on MNIST batches. Attacks on the CPU run on one torch thread (:func:`one_thread_on_cpu`).
 """
 
 from __future__ import annotations
