@@ -418,3 +418,25 @@ def test_free_gradient_frees_the_coordinates_the_box_does_not_block(data):
     free32 = line_search.free_gradient(g32, x - x0, lo + BOUND_TOL, hi - BOUND_TOL)
     assert free32.dtype == torch.float64
     torch.testing.assert_close(free32, torch.where(movable, g32.double(), 0.0), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("norm", [2, "inf"])
+def test_mlp_chord_search_in_float32_follows_the_float64_search_and_ends_inside_the_domain(fitted, small_split,
+                                                                                          monkeypatch, norm):
+    """A float32 MLP is attacked by the chord search in float32 (pgd_line_search.working_dtype): its crafted
+    points lie in Φ(x0) in float64, and they follow the float64 search's path: the same successes, objectives
+    within float32 rounding, and the line searches of every point but a rare tie."""
+    from transferlab.attacks import pgd_line_search
+
+    model = fitted["nn_l"]
+    X, y = small_split.test.X[:60], small_split.test.y[:60]
+    attack = attacks.PGDLineSearch(norm=norm, eps=1.0, lb=0.0, ub=1.0)
+    assert pgd_line_search.working_dtype(model, torch.zeros(1, 2, dtype=torch.float64)) == torch.float32
+    r32 = attack.run(model, X, y)
+    assert bool(attack.domain.contains(torch.as_tensor(r32.x_adv), torch.as_tensor(X), tol=1e-12).all())
+    monkeypatch.setattr(pgd_line_search, "working_dtype", lambda model, x0: x0.dtype)
+    r64 = attack.run(model, X, y)
+    np.testing.assert_array_equal(r32.success, r64.success)
+    np.testing.assert_allclose(r32.objective, r64.objective, rtol=0, atol=1e-3)
+    assert np.mean(r32.iterations == r64.iterations) >= 0.95
+    assert np.abs(r32.x_adv - r64.x_adv).max() < 0.05

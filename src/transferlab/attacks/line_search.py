@@ -88,7 +88,7 @@ def ball_box_step(delta: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, eps: 
     s_prev = f_prev = torch.zeros(delta.shape[0], dtype=delta.dtype, device=delta.device)
     s = (eps2 / a2_sum.clamp_min_(torch.finfo(delta.dtype).tiny)).clamp_max_(s_max)
     step = torch.empty_like(delta)
-    gap_done = 1e-13 * eps2
+    gap_done = max(1e-13, 4 * torch.finfo(delta.dtype).eps) * eps2
     for _ in range(4 * delta.shape[1] + 4):
         root = s.sqrt().unsqueeze_(1)
         torch.mul(delta, root, out=step).clamp_(lo, hi)
@@ -127,7 +127,8 @@ class Steps:
         big = min(BIG, torch.finfo(x0.dtype).max)
         self.lo, self.hi = (lb - x0).clamp_min_(-big), (ub - x0).clamp_max_(big)
         # the box narrowed by BOUND_TOL, for free_gradient (before the ℓ∞ ball narrows lo and hi)
-        self.lo_tol, self.hi_tol = self.lo + BOUND_TOL, self.hi - BOUND_TOL
+        tol = max(BOUND_TOL, 4 * torch.finfo(x0.dtype).eps)
+        self.lo_tol, self.hi_tol = self.lo + tol, self.hi - tol
         if kind == "linf":
             self.lo.clamp_min_(-eps)
             self.hi.clamp_max_(eps)

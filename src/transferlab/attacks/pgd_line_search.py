@@ -76,6 +76,20 @@ RETRY_FLOOR = 8.0
 CHUNK_VALUES = 2 ** 20
 
 
+def working_dtype(model: Classifier, x0: torch.Tensor) -> torch.dtype:
+    """The precision the chord search works in: float32 for a float32 model whose first step is affine and dense
+    (the MLP), x0's otherwise. Such a network sees its input in float32 (its first layer casts it), so the points'
+    float64 digits beyond float32's change nothing it computes, while every pass over the rows (free gradient,
+    projection, moves) moves half the bytes: 1.3–1.4× faster on the MLPs of MNIST89 (measured once, one thread).
+    The tolerances follow the precision (:class:`~transferlab.attacks.line_search.Steps`,
+    :func:`~transferlab.attacks.line_search.ball_box_step`), and the crafted points are projected onto Φ(x0) in
+    x0's precision at the end (a move of float32 rounding, ~1e-7)."""
+    if model.dtype != torch.float32 or x0.dtype != torch.float64:
+        return x0.dtype
+    affine = model.affine_input()
+    return torch.float32 if affine is not None and affine[0].layout == torch.strided else x0.dtype
+
+
 @contextlib.contextmanager
 def one_thread_on_cpu(device: torch.device) -> Iterator[None]:
     """Run the block with one torch thread when the model lives on the CPU, and restore the caller's setting
@@ -151,6 +165,10 @@ class PGDLineSearch(EvasionAttack):
             return self._attack_arc(model, x0, labels, start, domain)
         else:
             solve = self._attack_chord
+        work = working_dtype(model, x0) if solve == self._attack_chord else x0.dtype
+        if work != x0.dtype:  # the chord search in the network's precision, its points then made exact in Φ(x0)
+            x, iterations = self._attack(model, x0.to(work), labels, start.to(work), domain)
+            return domain.project(torch.clamp(x.to(x0.dtype), *domain.bounds(x0)), x0), iterations
         rows = x0.shape[0] if x0.device.type != "cpu" else max(16, CHUNK_VALUES // max(1, x0.shape[1]))
         if rows >= x0.shape[0]:
             return solve(model, x0, labels, start, domain, kind)
