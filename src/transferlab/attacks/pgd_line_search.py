@@ -167,8 +167,9 @@ class PGDLineSearch(EvasionAttack):
             solve = self._attack_chord
         work = working_dtype(model, x0) if solve == self._attack_chord else x0.dtype
         if work != x0.dtype:  # the chord search in the network's precision, its points then made exact in Φ(x0)
-            x, iterations = self._attack(model, x0.to(work), labels, start.to(work), domain)
-            return domain.project(torch.clamp(x.to(x0.dtype), *domain.bounds(x0)), x0), iterations
+            x0_work = x0.to(work)
+            x, iterations = self._attack(model, x0_work, labels, x0_work if start is x0 else start.to(work), domain)
+            return domain.project(x.to(x0.dtype), x0), iterations
         rows = x0.shape[0] if x0.device.type != "cpu" else max(16, CHUNK_VALUES // max(1, x0.shape[1]))
         if rows >= x0.shape[0]:
             return solve(model, x0, labels, start, domain, kind)
