@@ -83,7 +83,7 @@ def ball_box_step(delta: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, eps: 
     itself, Σ δ_i² over the coordinates inside their bounds, is computed instead (a Newton step, also safe from
     below; a slope of 0 means every coordinate is at its bound: t = t_max)."""
     eps2 = eps * eps
-    s_max = t_max * t_max if np.isfinite(t_max) else BIG
+    s_max = t_max * t_max if np.isfinite(t_max) else min(BIG, torch.finfo(delta.dtype).max)
     a2_sum = torch.linalg.vector_norm(delta, dim=1).square_()
     s_prev = f_prev = torch.zeros(delta.shape[0], dtype=delta.dtype, device=delta.device)
     s = (eps2 / a2_sum.clamp_min_(torch.finfo(delta.dtype).tiny)).clamp_max_(s_max)
@@ -102,7 +102,8 @@ def ball_box_step(delta: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, eps: 
             exact = torch.linalg.vecdot(free, delta * delta)
             slope = torch.where(flat, exact, slope)
         new = (gap / slope).add_(s).clamp_max_(s_max)  # a slope of 0: s_max
-        # a row stops when it meets the ball, or the secant stops rising (at s_max: new ≤ s_max = s)
+        # a row stops when it meets the ball (to 1e-13 ε², or 4 units in the last place of a lower precision), or
+        # the secant stops rising (at s_max: new ≤ s_max = s)
         going = (gap > gap_done) & (new > s)
         if not bool(going.any()):
             break
@@ -115,8 +116,9 @@ def ball_box_step(delta: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, eps: 
 class Steps:
     """Points of Φ(x0) for the chord and closed-form line searches, for the active rows: the projection of
     x0 + δ, and the maximiser of a linear function over Φ(x0). Keeps x0, the box relative to x0 (lo = lb − x0,
-    hi = ub − x0, infinite bounds as ±BIG; for ℓ∞ intersected with [−ε, ε]) and narrowed by BOUND_TOL, and the
-    absolute box where ``domain.project`` needs it."""
+    hi = ub − x0, infinite bounds as ±BIG; for ℓ∞ intersected with [−ε, ε]) and narrowed by BOUND_TOL (by four
+    units in the last place of 1 where that is larger: in float32), and the absolute box where ``domain.project``
+    needs it."""
 
     def __init__(self, domain: Intersection, kind: str, eps: float, x0: torch.Tensor, lb: torch.Tensor,
                  ub: torch.Tensor) -> None:

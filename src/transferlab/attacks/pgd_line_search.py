@@ -44,7 +44,8 @@ On the CPU the chord and closed-form searches run on blocks of at most :data:`CH
 features), which bounds their memory; every row is attacked independently of the others, so blocks change nothing
 but the order of floating-point sums. Their ℓ2∩box projections use
 :func:`~transferlab.attacks.line_search.ball_box_step`, the exact projection of :mod:`~transferlab.attacks.constraints`
-computed with three passes over the rows per secant round, 2–6× faster on MNIST batches. Attacks on the CPU run on one torch thread (:func:`one_thread_on_cpu`).
+computed with three passes over the rows per secant round, 2–6× faster on MNIST batches. The chord search on a
+float32 MLP works in float32 (:func:`working_dtype`) and projects its points onto Φ(x0) in float64 at the end. Attacks on the CPU run on one torch thread (:func:`one_thread_on_cpu`).
 """
 
 from __future__ import annotations
