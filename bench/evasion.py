@@ -74,11 +74,11 @@ def install_counters() -> None:
         path = make_path(*args, **kwargs)
         gradient, values, grid_values = path.gradient, path.values, path.grid_values
 
-        def counted_gradient(rows=None):
+        def counted_gradient(rows=None, **kwargs):
             COUNTS.gradients += int(path.x.shape[0] if rows is None else rows.sum())
             COUNTS.in_path_gradient += 1
             try:
-                return gradient(rows)
+                return gradient(rows, **kwargs)
             finally:
                 COUNTS.in_path_gradient -= 1
 
@@ -98,11 +98,11 @@ def install_counters() -> None:
     for name in ("project", "maximiser"):
         inner = getattr(line_search.Steps, name)
 
-        def counted(self, t, _inner=inner):
+        def counted(self, t, *args, _inner=inner, **kwargs):
             COUNTS.projections += int(t.shape[0])
             COUNTS.in_steps += 1
             try:
-                return _inner(self, t)
+                return _inner(self, t, *args, **kwargs)
             finally:
                 COUNTS.in_steps -= 1
 

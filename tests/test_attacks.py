@@ -181,6 +181,7 @@ from hypothesis import strategies as st  # noqa: E402
 from hypothesis.extra.numpy import arrays  # noqa: E402
 
 from transferlab.attacks import line_search, paths  # noqa: E402
+from transferlab.attacks.base import BOUND_TOL  # noqa: E402
 from transferlab.attacks.constraints import Intersection  # noqa: E402
 
 D = 7
@@ -394,3 +395,48 @@ def test_an_attack_refuses_the_settings_of_another_attack_even_a_subclass():
     with pytest.raises(ConfigError, match="decay: unknown setting of PGDSettings"):
         attacks.PGD(settings=MIFGSMSettings())
     assert attacks.PGD(settings=attacks.PGD().settings).settings.steps == attacks.PGD().settings.steps
+
+
+@settings(max_examples=40, deadline=None)
+@given(ball_box_problem())
+def test_free_gradient_frees_the_coordinates_the_box_does_not_block(data):
+    """The chord search's free gradient keeps exactly the coordinates ``EvasionAttack._movable`` calls movable
+    (room beyond BOUND_TOL in the direction of the gradient), on boxes with degenerate coordinates (lb = ub) and
+    points on their bounds, and a float32 gradient gives the float64 one's result."""
+    x0, delta, lb, ub, eps = data
+    # rooms of 0 or at least 1e-6 (not within rounding of BOUND_TOL, where the two tests may round differently)
+    lb, ub = torch.where(x0 - lb < 1e-6, x0, lb), torch.where(ub - x0 < 1e-6, x0, ub)
+    ub = torch.where(torch.arange(ub.shape[1]) % 3 == 0, lb, ub)  # some coordinates cannot move at all
+    x0 = torch.minimum(torch.maximum(x0, lb), ub)
+    x = torch.where(delta > 0.5, ub, torch.where(delta < -0.5, lb, x0))  # some coordinates at a bound
+    grad = delta.flip(1)
+    lo, hi = lb - x0, ub - x0
+    free = line_search.free_gradient(grad, x - x0, lo + BOUND_TOL, hi - BOUND_TOL)
+    movable = attacks.PGDLineSearch()._movable(x, grad, lb, ub)
+    torch.testing.assert_close(free, torch.where(movable, grad, 0.0), rtol=0, atol=0)
+    g32 = grad.float()
+    free32 = line_search.free_gradient(g32, x - x0, lo + BOUND_TOL, hi - BOUND_TOL)
+    assert free32.dtype == torch.float64
+    torch.testing.assert_close(free32, torch.where(movable, g32.double(), 0.0), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("norm", [2, "inf"])
+def test_mlp_chord_search_in_float32_follows_the_float64_search_and_ends_inside_the_domain(fitted, small_split,
+                                                                                          monkeypatch, norm):
+    """A float32 MLP is attacked by the chord search in float32 (pgd_line_search.working_dtype): its crafted
+    points lie in Φ(x0) in float64, and they follow the float64 search's path: the same successes, objectives
+    within float32 rounding, and the line searches of every point but a rare tie."""
+    from transferlab.attacks import pgd_line_search
+
+    model = fitted["nn_l"]
+    X, y = small_split.test.X[:60], small_split.test.y[:60]
+    attack = attacks.PGDLineSearch(norm=norm, eps=1.0, lb=0.0, ub=1.0)
+    assert pgd_line_search.working_dtype(model, torch.zeros(1, 2, dtype=torch.float64)) == torch.float32
+    r32 = attack.run(model, X, y)
+    assert bool(attack.domain.contains(torch.as_tensor(r32.x_adv), torch.as_tensor(X), tol=1e-12).all())
+    monkeypatch.setattr(pgd_line_search, "working_dtype", lambda model, x0: x0.dtype)
+    r64 = attack.run(model, X, y)
+    np.testing.assert_array_equal(r32.success, r64.success)
+    np.testing.assert_allclose(r32.objective, r64.objective, rtol=0, atol=1e-3)
+    assert np.mean(r32.iterations == r64.iterations) >= 0.95
+    assert np.abs(r32.x_adv - r64.x_adv).max() < 0.05

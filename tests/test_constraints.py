@@ -103,3 +103,23 @@ def test_binary_feature_addition_projection(n, k, data):
         feasible = grid[domain.contains(grid, x0[i].expand_as(grid), tol=0)]
         best = ((feasible - z[i]) ** 2).sum(1).min()
         assert float(((x[i] - z[i]) ** 2).sum()) <= float(best) + 1e-9
+
+
+def test_bounds_of_one_box_are_its_own_and_kept_for_the_same_points():
+    """Intersection.bounds: one Box gives its bounds as broadcast views, equal to the general computation; a second
+    call on the same unchanged tensor returns the kept result, a changed tensor gets fresh bounds; check_start still
+    refuses points outside the box."""
+    from transferlab.attacks.constraints import Intersection
+
+    x0 = 0.2 + 0.5 * torch.rand(3, D, dtype=torch.float64)
+    domain = Intersection(L2Ball(0.5), Box(np.linspace(0, 0.1, D), 1.0))
+    lb, ub = domain.bounds(x0)
+    general = Intersection(L2Ball(0.5), Box(np.linspace(0, 0.1, D), 1.0), Box(None, 2.0)).bounds(x0)
+    torch.testing.assert_close(lb, general[0], rtol=0, atol=0)
+    torch.testing.assert_close(ub, general[1], rtol=0, atol=0)
+    assert domain.bounds(x0)[0] is lb
+    x0.mul_(0.8)  # changed in place: fresh bounds
+    assert domain.bounds(x0)[0] is not lb
+    domain.check_start(x0)
+    with pytest.raises(Exception, match="outside the box"):
+        domain.check_start(x0 + 1.5)

@@ -176,6 +176,20 @@ class Intersection(Constraint):
         return " & ".join(repr(p) for p in self.pieces) or "Intersection()"
 
     def bounds(self, x0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[L, U] of the box-like pieces for the rows of x0 (tensors of x0's shape, possibly broadcast views of a
+        piece's own bounds: read them, never write them). The last call's result is kept for the same x0 (the
+        same tensor, unchanged since): an attack's run checks its start and then attacks on the same points."""
+        seen = getattr(self, "_bounds", None)
+        if seen is not None and seen[0] is x0 and seen[1] == x0._version:
+            return seen[2]
+        result = self._bounds_of(x0)
+        self._bounds = (x0, x0._version, result)
+        return result
+
+    def _bounds_of(self, x0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        boxes = [c for c in self.pieces if isinstance(c, (Box, FeatureAdditionOnly, Mask, Binary))]
+        if len(boxes) == 1 and isinstance(boxes[0], Box):  # one box: its own bounds, broadcast (no copies)
+            return boxes[0].bounds(x0)
         lb = torch.full_like(x0, -float("inf"))
         ub = torch.full_like(x0, float("inf"))
         for c in self.pieces:
@@ -194,7 +208,7 @@ class Intersection(Constraint):
     def check_start(self, x0: torch.Tensor, tol: float = 1e-9) -> None:
         """The attacked points must lie inside the box (else Φ(x0) may be empty)."""
         lb, ub = self.bounds(x0)
-        if bool(((x0 < lb - tol) | (x0 > ub + tol)).any()):
+        if x0.numel() and (float((lb - x0).amax()) > tol or float((x0 - ub).amax()) > tol):
             raise ConfigError("attacked points lie outside the box [lb, ub]; rescale the data or widen the box")
 
     def project(self, z: torch.Tensor, x0: torch.Tensor,

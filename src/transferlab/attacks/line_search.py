@@ -19,9 +19,6 @@ NEAR_TIE = 1e-10
 BIG = 2.0 ** 480
 #: the step of the closed forms, T·g/‖g‖∞: with |g_i| ≤ 1 every coordinate with |g_i| > 2^−420 reaches its bound
 HUGE_STEP = 2.0 ** 900
-#: the slope of the 0/1 indicators computed by arithmetic: clamp(r·SLOPE, 0, 1) is 1 for r ≥ 2^−1000 (float64's
-#: smallest positive numbers are 2^−1074), 0 for r ≤ 0
-SLOPE = 2.0 ** 1000
 #: the step of the closed form on binary domains, x0 + T·g/‖g‖∞ (the projection rounds it)
 BINARY_STEP = 1e100
 
@@ -62,13 +59,11 @@ def domain_kind(domain: Intersection, p: float) -> str:
 def free_gradient(grad: torch.Tensor, u: torch.Tensor, lo_tol: torch.Tensor, hi_tol: torch.Tensor) -> torch.Tensor:
     """The gradient with the coordinates that the box blocks set to 0 (``EvasionAttack._movable``: a coordinate
     within BOUND_TOL of the bound it is pushed against), from u = x − x0 and the box relative to x0 narrowed by
-    BOUND_TOL (lo_tol = lo + BOUND_TOL, hi_tol = hi − BOUND_TOL), by arithmetic: the room beyond BOUND_TOL along
-    sign(g_i) is max(s (hi_tol − u), s (lo_tol − u)) with s = sign(g_i) (hi − u − BOUND_TOL for g_i > 0,
-    u − lo − BOUND_TOL for g_i < 0, 0 for g_i = 0), and the indicator of a positive room is clamp(room·SLOPE, 0, 1).
-    """
-    sign = grad.sign()
-    room = torch.maximum((hi_tol - u).mul_(sign), (lo_tol - u).mul_(sign))
-    return room.mul_(SLOPE).clamp_(0, 1).mul_(grad)
+    BOUND_TOL (lo_tol = lo + BOUND_TOL, hi_tol = hi − BOUND_TOL): coordinate i is free where its room in the
+    direction of g_i, hi_tol − u for g_i > 0 and u − lo_tol otherwise, is positive (g_i = 0 gives 0 either way).
+    Six passes over the rows; ``grad`` may be of a lower precision than u (the result is u's)."""
+    room = torch.where(grad > 0, hi_tol - u, u - lo_tol)
+    return room.gt_(0).mul_(grad)
 
 
 def ball_box_step(delta: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, eps: float,
@@ -82,34 +77,37 @@ def ball_box_step(delta: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, eps: 
     room of coordinate i in the direction of δ_i, is concave, piecewise linear and increasing. The secant method
     from f(0) = 0 and s_1 = ε²/‖δ‖² (where f(s_1) ≤ ε²) stays below the root, because a chord of a concave function
     lies above it beyond its ends: every iterate is a feasible step. Once two iterates lie on the root's linear
-    piece (the set of coordinates at their bounds stops changing) it lands on the root exactly. Each round is four
-    arithmetic passes over the rows (scale, clip, squared norm): no comparison or selection over them. Where the
+    piece (the set of coordinates at their bounds stops changing) it lands on the root exactly. Each round is three
+    passes over the rows (scale, clip to the box, squared norm); the rest is per row. Where the
     chord is much flatter than f(s)/s, its slope is a difference of nearly equal numbers and the slope of f
     itself, Σ δ_i² over the coordinates inside their bounds, is computed instead (a Newton step, also safe from
     below; a slope of 0 means every coordinate is at its bound: t = t_max)."""
     eps2 = eps * eps
-    s_max = t_max * t_max if np.isfinite(t_max) else BIG
+    s_max = t_max * t_max if np.isfinite(t_max) else min(BIG, torch.finfo(delta.dtype).max)
     a2_sum = torch.linalg.vector_norm(delta, dim=1).square_()
     s_prev = f_prev = torch.zeros(delta.shape[0], dtype=delta.dtype, device=delta.device)
-    s = (eps2 / a2_sum.clamp_min(torch.finfo(delta.dtype).tiny)).clamp_max(s_max)
+    s = (eps2 / a2_sum.clamp_min_(torch.finfo(delta.dtype).tiny)).clamp_max_(s_max)
     step = torch.empty_like(delta)
+    gap_done = max(1e-13, 4 * torch.finfo(delta.dtype).eps) * eps2
     for _ in range(4 * delta.shape[1] + 4):
-        root = s.sqrt()[:, None]
-        torch.minimum(torch.maximum(torch.mul(delta, root, out=step), lo, out=step), hi, out=step)
+        root = s.sqrt().unsqueeze_(1)
+        torch.mul(delta, root, out=step).clamp_(lo, hi)
         f = torch.linalg.vector_norm(step, dim=1).square_()
         gap = eps2 - f
-        slope = (f - f_prev) / (s - s_prev)
+        slope = (f - f_prev).div_(s - s_prev)
         flat = slope * s < 1e-6 * f
         if bool(flat.any()):
             # Σ δ_i² over the coordinates the clip left alone: |√s δ_i| − |step_i| is 0 there, > 0 where clipped
-            free = (delta * root).abs_().sub_(step.abs()).mul_(SLOPE).clamp_(0, 1).neg_().add_(1)
+            free = (delta * root).abs_().sub_(step.abs()).le_(0)
             exact = torch.linalg.vecdot(free, delta * delta)
             slope = torch.where(flat, exact, slope)
-        new = (s + gap / slope).clamp_max(s_max)  # a slope of 0: s_max
-        done = (gap <= 1e-13 * eps2) | (s >= s_max) | ~(new > s)
-        if bool(done.all()):
+        new = (gap / slope).add_(s).clamp_max_(s_max)  # a slope of 0: s_max
+        # a row stops when it meets the ball (to 1e-13 ε², or 4 units in the last place of a lower precision), or
+        # the secant stops rising (at s_max: new ≤ s_max = s)
+        going = (gap > gap_done) & (new > s)
+        if not bool(going.any()):
             break
-        s_prev, f_prev, s = torch.where(done, s_prev, s), torch.where(done, f_prev, f), torch.where(done, s, new)
+        s_prev, f_prev, s = torch.where(going, s, s_prev), torch.where(going, f, f_prev), torch.where(going, new, s)
     if bool((f > eps2).any()):  # a tiny rescale guards the ball against rounding in the last bit
         step = step * torch.where(f > eps2, eps / f.sqrt(), 1.0)[:, None]
     return step
@@ -118,8 +116,9 @@ def ball_box_step(delta: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, eps: 
 class Steps:
     """Points of Φ(x0) for the chord and closed-form line searches, for the active rows: the projection of
     x0 + δ, and the maximiser of a linear function over Φ(x0). Keeps x0, the box relative to x0 (lo = lb − x0,
-    hi = ub − x0, infinite bounds as ±BIG; for ℓ∞ intersected with [−ε, ε]) and narrowed by BOUND_TOL, and the
-    absolute box where ``domain.project`` needs it."""
+    hi = ub − x0, infinite bounds as ±BIG; for ℓ∞ intersected with [−ε, ε]) and narrowed by BOUND_TOL (by four
+    units in the last place of 1 where that is larger: in float32), and the absolute box where ``domain.project``
+    needs it."""
 
     def __init__(self, domain: Intersection, kind: str, eps: float, x0: torch.Tensor, lb: torch.Tensor,
                  ub: torch.Tensor) -> None:
@@ -127,9 +126,11 @@ class Steps:
         self.x0 = x0
         # the absolute box only where domain.project needs it
         self.lb, self.ub = (lb, ub) if kind in ("l1", "binary", "other") else (None, None)
-        self.lo, self.hi = (lb - x0).clamp_min_(-BIG), (ub - x0).clamp_max_(BIG)
+        big = min(BIG, torch.finfo(x0.dtype).max)
+        self.lo, self.hi = (lb - x0).clamp_min_(-big), (ub - x0).clamp_max_(big)
         # the box narrowed by BOUND_TOL, for free_gradient (before the ℓ∞ ball narrows lo and hi)
-        self.lo_tol, self.hi_tol = self.lo + BOUND_TOL, self.hi - BOUND_TOL
+        tol = max(BOUND_TOL, 4 * torch.finfo(x0.dtype).eps)
+        self.lo_tol, self.hi_tol = self.lo + tol, self.hi - tol
         if kind == "linf":
             self.lo.clamp_min_(-eps)
             self.hi.clamp_max_(eps)
@@ -145,7 +146,7 @@ class Steps:
         if self.kind == "l2":
             return self.x0 + ball_box_step(delta, self.lo, self.hi, self.eps, 1.0)
         if self.kind == "linf":
-            return self.x0 + torch.minimum(torch.maximum(delta, self.lo), self.hi)
+            return self.x0 + torch.clamp(delta, self.lo, self.hi)
         return self.domain.project(self.x0 + delta, self.x0, (self.lb, self.ub))
 
     def maximiser(self, grad: torch.Tensor) -> torch.Tensor:

@@ -41,8 +41,9 @@ class Path:
     def _start_value(self) -> torch.Tensor:
         return self.objective.value(self.model, self.x, self.labels)
 
-    def gradient(self, rows: torch.Tensor | None = None) -> torch.Tensor:
-        """∇_x A at the points (at those selected by the boolean mask ``rows``)."""
+    def gradient(self, rows: torch.Tensor | None = None, native: bool = False) -> torch.Tensor:
+        """∇_x A at the points (at those selected by the boolean mask ``rows``), in the points' dtype, or with
+        ``native`` in the one the model computes it in (a float32 network's gradient without a float64 copy)."""
         x, labels = (self.x, self.labels) if rows is None else (self.x[rows], self.labels[rows])
         return self.objective.gradient(self.model, x, labels)
 
@@ -97,13 +98,14 @@ class AffinePath(Path):
     def _start_value(self) -> torch.Tensor:
         return self._of_z(self.z)
 
-    def gradient(self, rows: torch.Tensor | None = None) -> torch.Tensor:
+    def gradient(self, rows: torch.Tensor | None = None, native: bool = False) -> torch.Tensor:
         z, labels = (self.z, self.labels) if rows is None else (self.z[rows], self.labels[rows])
         z = z.detach().requires_grad_(True)
         with torch.enable_grad():
             total = self.objective.of_scores(self.tail(z), labels).sum()
             (grad_z,) = torch.autograd.grad(total, z)
-        return (grad_z @ self.weight).to(self.x.dtype)
+        grad = grad_z @ self.weight
+        return grad if native else grad.to(self.x.dtype)
 
     def along(self, end: torch.Tensor) -> None:
         self.end, self.z_end = end, self._first(end)
@@ -156,7 +158,7 @@ class KernelPath(Path):
     def _start_value(self) -> torch.Tensor:
         return self._of(self.dots, self.sq)
 
-    def gradient(self, rows: torch.Tensor | None = None) -> torch.Tensor:
+    def gradient(self, rows: torch.Tensor | None = None, native: bool = False) -> torch.Tensor:
         select = (lambda t: t) if rows is None else (lambda t: t[rows])  # noqa: E731
         dots = select(self.dots).detach().requires_grad_(True)
         sq = select(self.sq).detach().requires_grad_(True)

@@ -44,8 +44,8 @@ On the CPU the chord and closed-form searches run on blocks of at most :data:`CH
 features), which bounds their memory; every row is attacked independently of the others, so blocks change nothing
 but the order of floating-point sums. Their ℓ2∩box projections use
 :func:`~transferlab.attacks.line_search.ball_box_step`, the exact projection of :mod:`~transferlab.attacks.constraints`
-computed with arithmetic passes only (on the CPU a comparison or a selection over a batch costs several arithmetic
-passes), 2–6× faster on MNIST batches. Attacks on the CPU run on one torch thread (:func:`one_thread_on_cpu`).
+computed with three passes over the rows per secant round, 2–6× faster on MNIST batches. The chord search on a
+float32 MLP works in float32 (:func:`working_dtype`) and projects its points onto Φ(x0) in float64 at the end. Attacks on the CPU run on one torch thread (:func:`one_thread_on_cpu`).
 """
 
 from __future__ import annotations
@@ -75,6 +75,20 @@ RETRY_FLOOR = 8.0
 #: 8 MiB per float64 temporary. (Blocks small enough for a core's cache were measured slower: the attack's
 #: operations on a few hundred kilobytes are dominated by their fixed cost.)
 CHUNK_VALUES = 2 ** 20
+
+
+def working_dtype(model: Classifier, x0: torch.Tensor) -> torch.dtype:
+    """The precision the chord search works in: float32 for a float32 model whose first step is affine and dense
+    (the MLP), x0's otherwise. Such a network sees its input in float32 (its first layer casts it), so the points'
+    float64 digits beyond float32's change nothing it computes, while every pass over the rows (free gradient,
+    projection, moves) moves half the bytes: 1.3–1.4× faster on the MLPs of MNIST89 (measured once, one thread).
+    The tolerances follow the precision (:class:`~transferlab.attacks.line_search.Steps`,
+    :func:`~transferlab.attacks.line_search.ball_box_step`), and the crafted points are projected onto Φ(x0) in
+    x0's precision at the end (a move of float32 rounding, ~1e-7)."""
+    if model.dtype != torch.float32 or x0.dtype != torch.float64:
+        return x0.dtype
+    affine = model.affine_input()
+    return torch.float32 if affine is not None and affine[0].layout == torch.strided else x0.dtype
 
 
 @contextlib.contextmanager
@@ -152,6 +166,11 @@ class PGDLineSearch(EvasionAttack):
             return self._attack_arc(model, x0, labels, start, domain)
         else:
             solve = self._attack_chord
+        work = working_dtype(model, x0) if solve == self._attack_chord else x0.dtype
+        if work != x0.dtype:  # the chord search in the network's precision, its points then made exact in Φ(x0)
+            x0_work = x0.to(work)
+            x, iterations = self._attack(model, x0_work, labels, x0_work if start is x0 else start.to(work), domain)
+            return domain.project(x.to(x0.dtype), x0), iterations
         rows = x0.shape[0] if x0.device.type != "cpu" else max(16, CHUNK_VALUES // max(1, x0.shape[1]))
         if rows >= x0.shape[0]:
             return solve(model, x0, labels, start, domain, kind)
@@ -172,24 +191,23 @@ class PGDLineSearch(EvasionAttack):
         iterations = torch.zeros(n, dtype=torch.long, device=x0.device)
         rows = torch.arange(n, device=x0.device)  # the active points
         eta = torch.full((n,), eta_max, dtype=x0.dtype, device=x0.device)  # chord length per active point
-        grad, moved = path.gradient(), None
+        grad, moved = path.gradient(native=True), None  # in the model's dtype: the free gradient promotes it
         for iteration in range(self.settings.max_iter):
             if rows.numel() == 0:
                 break
             if moved is not None:  # a point that did not move keeps its gradient
                 if bool(moved.all()):
-                    grad = path.gradient()
+                    grad = path.gradient(native=True)
                 elif bool(moved.any()):
-                    grad = grad.clone()
-                    grad[moved] = path.gradient(moved)
+                    grad[moved] = path.gradient(moved, native=True)
+            m = rows.numel()
             u = path.x - steps.x0
             free = free_gradient(grad, u, steps.lo_tol, steps.hi_tol)
             if self.p == 2:  # x + η̄ g_f/‖g_f‖, as steepest_direction normalises it, in one pass
-                scale = eta / torch.linalg.vector_norm(free, dim=1).clamp_min(1e-30)
-                path.along(steps.project(torch.addcmul(u, free, scale[:, None])))
+                scale = eta / torch.linalg.vector_norm(free, dim=1).clamp_min_(1e-30)
+                path.along(steps.project(torch.addcmul(u, free, scale.unsqueeze_(1))))
             else:
                 path.along(steps.project(torch.addcmul(u, steepest_direction(free, self.p), eta[:, None])))
-            m = rows.numel()
             n_grid = self.settings.grid if iteration == 0 else self.settings.warm_grid
             alphas = 2.0 ** -torch.arange(n_grid, dtype=x0.dtype, device=x0.device)
             vals = path.grid_values(alphas)
@@ -224,7 +242,7 @@ class PGDLineSearch(EvasionAttack):
             retry = stalled & (eta > eta_max / RETRY_FLOOR * (1 + 1e-9)) if self.p == 2 else stalled & False
             if bool(retry.any()):
                 candidates = retry.nonzero().squeeze(1)  # the rate of the candidates only
-                rate = tangent_rate(grad[candidates], free[candidates], u[candidates], self.eps)
+                rate = tangent_rate(grad[candidates].to(u.dtype), free[candidates], u[candidates], self.eps)
                 retry[candidates] = rate * (eta[candidates] / RETRY_SHRINK) > self.settings.tol
             eta = torch.where(stalled, eta / RETRY_SHRINK, torch.clamp(2 * best_alpha * eta, max=eta_max))
             going, moved = ~stalled | retry, step
@@ -234,7 +252,7 @@ class PGDLineSearch(EvasionAttack):
                 steps.keep(going)
                 grad, moved, eta, rows = grad[going], moved[going], eta[going], rows[going]
         x[rows] = path.x
-        return torch.minimum(torch.maximum(x, lb), ub), iterations  # guards the box against rounding
+        return torch.clamp(x, lb, ub), iterations  # guards the box against rounding
 
     # ---- closed form for linear models ------------------------------------------------------------------------------
     def _attack_linear(self, model: LinearClassifier, x0: torch.Tensor, labels: torch.Tensor, start: torch.Tensor,
@@ -265,7 +283,7 @@ class PGDLineSearch(EvasionAttack):
                 steps.keep(going)
                 rows = rows[going]
         x[rows] = path.x
-        return torch.minimum(torch.maximum(x, lb), ub), iterations
+        return torch.clamp(x, lb, ub), iterations
 
     # ---- arc: every candidate projected (transferlab 0.1's line search with warm_grid=0, bisection=4) ---------------
     def _attack_arc(self, model: Classifier, x0: torch.Tensor, labels: torch.Tensor, start: torch.Tensor,
