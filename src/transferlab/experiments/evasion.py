@@ -215,22 +215,13 @@ def cost(config: ExperimentConfig, cell: Cell) -> float:
 def run_cell(config: ExperimentConfig, cell: Cell, inputs: Mapping[str, ModelArtifact]):
     """Compute ``cell`` from the trained models it needs (``inputs``: {cell id: ModelArtifact}, see
     :func:`needs`); returns (info, rows, artifacts)."""
-    if cell.stage == "craft":
-        return craft(config, cell, inputs)
-    return {"train": train, "sweep": sweep}[cell.stage](config, cell, inputs)
+    return {"train": train, "craft": craft, "sweep": sweep}[cell.stage](config, cell, inputs)
 
 
 def train(config: ExperimentConfig, cell: Cell, inputs: Mapping[str, ModelArtifact]):
     split = load_split(config, cell.repetition)
     data = split.target if cell.role == "target" else split.surrogate_subsample(cell.fraction, cell.draw)
     model = obtain_model(config, cell.model, cell.repetition, cell.draw, data)
-    info, extra = _scored(config, cell, split, data, model)
-    return info, {}, {model_folder(cell): ModelArtifact.of(model, extra)}
-
-
-def _scored(config: ExperimentConfig, cell: Cell, split: datasets.Split, data: datasets.Dataset,
-            model: models.Classifier) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """A train cell's info (test accuracy; a detector's test FPR) and extra values (its threshold)."""
     info: dict[str, Any] = {"n_train": 0 if cell.model in config.saved_models else len(data),
                             "test_accuracy": float(np.mean(model.predict(split.test.X) == split.test.y))}
     extra = None
@@ -242,7 +233,7 @@ def _scored(config: ExperimentConfig, cell: Cell, split: datasets.Split, data: d
         info["test_fpr"] = float(np.mean(decide(model, split.test.X[negatives], threshold, positive) == positive))
         info["threshold"] = threshold
         extra = {"threshold": threshold, "positive": positive}
-    return info, extra
+    return info, {}, {model_folder(cell): ModelArtifact.of(model, extra)}
 
 
 def _positive(config: ExperimentConfig) -> int:
