@@ -22,6 +22,9 @@ its settings, so they are kept in --secml-cache (keyed by a hash of all of them)
 Table 1, per model and fraction: s per poisoning point (CPU time of the process, attack only) and test error of
 transferlab's default mode, the sequential mode and secml (at --secml-fractions), and the ratios secml / default and
 sequential / default.
+Then, where secml ran, the same points on one classifier: both libraries' points scored by transferlab's classifier
+of the family and by secml's (the libraries' classifiers differ: secml's logistic regression is liblinear's, which
+penalises the intercept), so that the attacks are compared on one target.
 Table 2, the white-box curve: the default mode's test error per fraction with each fraction starting from the
 previous fraction's points plus new ones (``run(start=...)``, as the experiments' craft cells chain the fractions
 with ``attack.warm_start``, their default), and whether it rises.
@@ -128,16 +131,16 @@ def table(args, split, names, fractions) -> None:
     print()
     print(header)
     print("-" * len(header))
-    ratios = []
+    ratios, common = [], []
     for name in names:
         clean = models.create(name).fit(X, y)
         clean_error = float(np.mean(clean.predict(split.test.X) != split.test.y))
         rows = []
         for fraction in fractions:
             n_points = int(round(fraction * len(y)))
-            result, cpu, error, _, _ = run_transferlab(name, split, n_points)
+            result, cpu, error, X_p, y_p = run_transferlab(name, split, n_points)
             rows.append({"fraction": fraction, "n": n_points, "cpu": cpu, "error": error,
-                         "start": result.initial_indices})
+                         "start": result.initial_indices, "X_p": X_p, "y_p": y_p})
             if args.sequential:
                 _, cpu_s, error_s, _, _ = run_transferlab(name, split, n_points, **SEQUENTIAL)
                 rows[-1].update(seq_cpu=cpu_s, seq_error=error_s)
@@ -147,6 +150,9 @@ def table(args, split, names, fractions) -> None:
             reference = secml_runs(args, split, name, compared)
             for row, r in zip(compared, reference["runs"] if reference else []):
                 row.update(secml_cpu=r["cpu_s"], secml_error=r["test_error"])
+                if "X_p" in r:      # results cached before the points were kept have none
+                    row.update(secml_X_p=np.asarray(r["X_p"], dtype=float), secml_y_p=np.asarray(r["y_p"]))
+            common.extend(common_scores(args, split, name, [row for row in compared if "secml_X_p" in row]))
         for row in rows:
             n = row["n"]
             line = (f"{name:<11} {clean_error:5.3f} {row['fraction']:>5g} {n:>3} | {row['cpu'] / n:12.4f} "
@@ -160,10 +166,56 @@ def table(args, split, names, fractions) -> None:
             elif args.secml:
                 line += " |          -     -      -"
             print(line, flush=True)
+    if common:
+        print_common(common)
     if ratios:
         print(f"CPU-time ratio secml / transferlab default per poisoning point: geometric mean "
               f"{np.exp(np.mean(np.log(ratios))):.0f} over {len(ratios)} cells (min {min(ratios):.0f}, "
               f"max {max(ratios):.0f})")
+
+
+def common_scores(args, split, name, rows) -> list[dict]:
+    """Both libraries' points scored by the same classifiers: transferlab's family and secml's classifier (a
+    ``scoring`` call of secml_reference.py, never cached: a fit per point set), each retrained on the training set
+    plus the points. The libraries' classifiers differ in places (secml's logistic regression is liblinear's, which
+    penalises the intercept), so the main table's errors mix the attack with the scoring classifier; here the
+    attacks meet on one target."""
+    if not rows:
+        return []
+    from secml_reference import call, spec_for
+
+    X, y = split.target.X, split.target.y
+    arrays = {"X_train": X, "y_train": y, "X_test": split.test.X, "y_test": split.test.y}
+    sets = []
+    for row in rows:
+        for who in ("", "secml_"):
+            k = len(sets)
+            arrays[f"set{k}_X"], arrays[f"set{k}_y"] = row[who + "X_p"], row[who + "y_p"]
+            model = models.create(name).fit(np.vstack([X, row[who + "X_p"]]), np.r_[y, row[who + "y_p"]])
+            sets.append(float(np.mean(model.predict(split.test.X) != split.test.y)))
+    secml_errors = call(args.secml, "scoring", arrays, {"model": spec_for(name), "sets": len(sets)},
+                        args.threads)["result"]["test_errors"]
+    return [{"name": name, "fraction": row["fraction"], "n": row["n"],
+             "ours_on_ours": sets[2 * i], "secml_on_ours": sets[2 * i + 1],
+             "ours_on_secml": secml_errors[2 * i], "secml_on_secml": secml_errors[2 * i + 1]}
+            for i, row in enumerate(rows)]
+
+
+def print_common(common: list[dict]) -> None:
+    print()
+    print("the same points on one classifier: test error of the family retrained on the training set plus "
+          "transferlab's points (tl) or secml's (secml), scored by transferlab's classifier and by secml's; "
+          ">= where transferlab's points cause at least secml's error")
+    header = (f"{'model':<11} {'p':>5} {'n':>3} | {'transferlab clf: tl':>19} {'secml':>5}    | "
+              f"{'secml clf: tl':>13} {'secml':>5}")
+    print(header)
+    print("-" * len(header))
+    for c in common:
+        mark = [">=" if a >= b else "< " for a, b in ((c["ours_on_ours"], c["secml_on_ours"]),
+                                                       (c["ours_on_secml"], c["secml_on_secml"]))]
+        print(f"{c['name']:<11} {c['fraction']:>5g} {c['n']:>3} | {c['ours_on_ours']:19.3f} "
+              f"{c['secml_on_ours']:5.3f} {mark[0]} | {c['ours_on_secml']:13.3f} {c['secml_on_secml']:5.3f} "
+              f"{mark[1]}", flush=True)
 
 
 def curves(split, names, fractions) -> None:

@@ -4,7 +4,10 @@ secml 0.15.6, on the same points and the same model families.
 Not part of transferlab and never imported by it: the benches run it with a separate Python that has secml
 (``bash ../shared/tools/secml-venv.sh`` builds one and prints its path), as
 
-    SECML_PYTHON bench/secml_reference.py evasion|poisoning DATA.npz 'CONFIG-JSON'
+    SECML_PYTHON bench/secml_reference.py evasion|poisoning|scoring DATA.npz 'CONFIG-JSON'
+
+(scoring: secml's classifier of a family retrained on the training set plus given poisoning points, for the
+poisoning bench's common-classifier table.)
 
 It imports only numpy, secml, the standard library and, for MLPs, torch if that Python has it (secml's own network
 classifier needs it: ``SECML_PYTHON -m pip install torch``, then ``SECML_PYTHON -m pip install setuptools==69.5.1``
@@ -280,12 +283,28 @@ def run_poisoning(data, config: dict) -> dict:
             "objective_evaluations": evaluations[0],
             "mean_distance_moved": float(moved.mean()) if moved is not None else None,
             "min_x": float(adv_ds.X.min()), "max_x": float(adv_ds.X.max()),
+            # the points themselves, so that the bench can score them with transferlab's classifier too
+            "X_p": adv_ds.X.tondarray().tolist(), "y_p": adv_ds.Y.tondarray().ravel().astype(int).tolist(),
         })
     return {"clean_error": error(clf, ts), "runs": runs}
 
 
+def run_scoring(data, config: dict) -> dict:
+    """The test error of secml's classifier of the family retrained on the training set plus each given point set
+    (``set{k}_X``, ``set{k}_y``): any library's poisoning points scored by secml's classifier."""
+    tr = dataset(data["X_train"], data["y_train"])
+    ts = dataset(data["X_test"], data["y_test"])
+    errors = []
+    for k in range(config["sets"]):
+        clf = make_classifier(config["model"], dual=True)
+        both = tr.append(dataset(data[f"set{k}_X"], data[f"set{k}_y"]))
+        clf.fit(both.X, both.Y)
+        errors.append(error(clf, ts))
+    return {"test_errors": errors}
+
+
 def main() -> None:
-    if len(sys.argv) != 4 or sys.argv[1] not in ("evasion", "poisoning"):
+    if len(sys.argv) != 4 or sys.argv[1] not in ("evasion", "poisoning", "scoring"):
         sys.exit(__doc__)
     task, path, config = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
     stdout = sys.stdout
@@ -300,7 +319,7 @@ def main() -> None:
 
         with np.load(path) as npz:
             data = {key: npz[key] for key in npz.files}
-        result = run_evasion(data, config) if task == "evasion" else run_poisoning(data, config)
+        result = {"evasion": run_evasion, "poisoning": run_poisoning, "scoring": run_scoring}[task](data, config)
     json.dump({"secml_version": secml.__version__, "numpy_version": np.__version__, "result": result}, stdout)
     stdout.write("\n")
 
