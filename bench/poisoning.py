@@ -175,29 +175,28 @@ def table(args, split, names, fractions) -> None:
 
 
 def common_scores(args, split, name, rows) -> list[dict]:
-    """Both libraries' points scored by the same classifiers: transferlab's family and secml's classifier (a
-    ``scoring`` call of secml_reference.py, never cached: a fit per point set), each retrained on the training set
-    plus the points. The libraries' classifiers differ in places (secml's logistic regression is liblinear's, which
-    penalises the intercept), so the main table's errors mix the attack with the scoring classifier; here the
-    attacks meet on one target."""
+    """Both libraries' points scored by the same classifiers: each library's points are already scored by its own
+    classifier (``row["error"]``, ``row["secml_error"]``); here transferlab's family is retrained on secml's points
+    and secml's classifier on transferlab's (a ``scoring`` call of secml_reference.py, never cached: one fit per
+    point set), each on the training set plus the points. The libraries' classifiers differ in places (secml's
+    logistic regression is liblinear's, which penalises the intercept), so the main table's errors mix the attack
+    with the scoring classifier; here the attacks meet on one target."""
     if not rows:
         return []
     from secml_reference import call, spec_for
 
     X, y = split.target.X, split.target.y
     arrays = {"X_train": X, "y_train": y, "X_test": split.test.X, "y_test": split.test.y}
-    sets = []
-    for row in rows:
-        for who in ("", "secml_"):
-            k = len(sets)
-            arrays[f"set{k}_X"], arrays[f"set{k}_y"] = row[who + "X_p"], row[who + "y_p"]
-            model = models.create(name).fit(np.vstack([X, row[who + "X_p"]]), np.r_[y, row[who + "y_p"]])
-            sets.append(float(np.mean(model.predict(split.test.X) != split.test.y)))
-    secml_errors = call(args.secml, "scoring", arrays, {"model": spec_for(name), "sets": len(sets)},
-                        args.threads)["result"]["test_errors"]
+    secml_on_ours = []
+    for k, row in enumerate(rows):
+        arrays[f"set{k}_X"], arrays[f"set{k}_y"] = row["X_p"], row["y_p"]
+        model = models.create(name).fit(np.vstack([X, row["secml_X_p"]]), np.r_[y, row["secml_y_p"]])
+        secml_on_ours.append(float(np.mean(model.predict(split.test.X) != split.test.y)))
+    ours_on_secml = call(args.secml, "scoring", arrays, {"model": spec_for(name), "sets": len(rows)},
+                         args.threads)["result"]["test_errors"]
     return [{"name": name, "fraction": row["fraction"], "n": row["n"],
-             "ours_on_ours": sets[2 * i], "secml_on_ours": sets[2 * i + 1],
-             "ours_on_secml": secml_errors[2 * i], "secml_on_secml": secml_errors[2 * i + 1]}
+             "ours_on_ours": row["error"], "secml_on_ours": secml_on_ours[i],
+             "ours_on_secml": ours_on_secml[i], "secml_on_secml": row["secml_error"]}
             for i, row in enumerate(rows)]
 
 
