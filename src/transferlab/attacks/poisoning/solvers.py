@@ -168,13 +168,15 @@ class SchurColumns:
         self.U = np.ones((B.size, 1))
         self.Z = base.c[:, None].copy()
         self.M = self.U.T @ self.Z
-        self.index = {-1: 0}
+        # the column of each row index (−1: none yet); its last entry is the ones vector's, which id −1 reads
+        self.slot = np.full(len(K) + 1, -1)
+        self.slot[-1] = 0
 
     def pick(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(U, Z, M) for the columns ``ids`` (row indices of K, −1 for the ones vector), in that order."""
-        missing = np.array([j for j in ids if int(j) not in self.index], dtype=int)
+        missing = ids[self.slot[ids] < 0]
         if missing.size:
-            U_new = self.K[np.ix_(self.B, missing)]
+            U_new = self.K.take(missing, 1).take(self.B, 0)
             inside = self.position[missing] >= 0
             U_new[:, inside] = 0.0
             U_new[self.position[missing[inside]], np.flatnonzero(inside)] = 1.0
@@ -184,9 +186,8 @@ class SchurColumns:
             M = np.empty((m + missing.size, m + missing.size))
             M[:m, :m], M[:m, m:], M[m:, :m], M[m:, m:] = self.M, cross, cross.T, U_new.T @ Z_new
             self.M, self.U, self.Z = M, np.hstack([self.U, U_new]), np.hstack([self.Z, Z_new])
-            for k, j in enumerate(missing):
-                self.index[int(j)] = m + k
-        at = np.array([self.index[int(j)] for j in ids], dtype=int)
+            self.slot[missing] = m + np.arange(missing.size)
+        at = self.slot[ids]
         return self.U[:, at], self.Z[:, at], self.M[np.ix_(at, at)]
 
 
@@ -261,7 +262,8 @@ def svm_dual_active_set(K: np.ndarray, yt: np.ndarray, C: float, alpha: np.ndarr
         if S.size == 0:
             return None
         beta_E = C * yt[E]
-        rhs = np.r_[yt[S] - K[np.ix_(S, E)] @ beta_E, -beta_E.sum()]
+        K_S = K.take(S, 0)      # the free rows (take, not np.ix_: a third of the time for these gathers)
+        rhs = np.r_[yt[S] - K_S.take(E, 1) @ beta_E, -beta_E.sum()]
         solver: BorderedSolver | SchurSolver | None = None
         if columns is not None:
             inside = np.count_nonzero(columns.position[S] >= 0)
@@ -269,7 +271,7 @@ def svm_dual_active_set(K: np.ndarray, yt: np.ndarray, C: float, alpha: np.ndarr
                 solver = SchurSolver(columns, K, S)
         solution = None if solver is None else solver.solve(rhs)
         if solution is None:    # re-factor: the first iteration, many rows changed, or a singular small system
-            solver = BorderedSolver(K[np.ix_(S, S)])
+            solver = BorderedSolver(K_S.take(S, 1))
             columns = SchurColumns(solver, S, K) if solver.factor is not None else None
             solution = solver.solve(rhs)
         if solution is None:

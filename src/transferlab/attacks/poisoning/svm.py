@@ -123,7 +123,7 @@ class SVMFamily(Family):
         if margin_solver is not None and np.array_equal(margin_solver[0], margin):
             solver = margin_solver[1]                                  # the training solve's factorisation
         else:
-            solver = BorderedSolver(K[np.ix_(margin, margin)] if K is not None else self.kernel(X[margin],
+            solver = BorderedSolver(K.take(margin, 0).take(margin, 1) if K is not None else self.kernel(X[margin],
                                                                                               X[margin]))
         z = solver.solve(u)                                            # one solve for all points
         if z is None:  # singular (e.g. duplicated margin vectors): the minimum-norm solution
