@@ -508,6 +508,18 @@ def test_batch_is_the_default_and_sequential_is_reachable_by_name(mnist_parts):
     assert result.validation_loss_poisoned == pytest.approx(r.validation_loss_poisoned, rel=1e-12)
 
 
+def test_sequential_counts_every_retraining(mnist_parts, monkeypatch):
+    """``retrainings`` of the sequential algorithm counts every model it trains: here, a family whose line-search
+    candidates are each a ``fit`` (the base class's ``validation_losses``), the number of ``fit`` calls."""
+    s = mnist_parts
+    calls = []
+    fit = LogisticFamily.fit
+    monkeypatch.setattr(LogisticFamily, "fit", lambda self, X, y: calls.append(1) or fit(self, X, y))
+    r = attacks.Poisoning(surrogate="logistic_l", n_points=3, mode="sequential", max_passes=1, max_iter=2,
+                          seed=0).run(s.target.X, s.target.y, s.validation.X, s.validation.y)
+    assert r.retrainings == len(calls) > 3 * 2
+
+
 def test_batch_returns_the_iterate_with_the_highest_validation_error_and_stops_on_a_stall(mnist_parts):
     s = mnist_parts
     X, y, X_val, y_val = s.target.X, s.target.y, s.validation.X, s.validation.y

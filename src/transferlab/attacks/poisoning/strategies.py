@@ -126,7 +126,7 @@ def sequential(problem: Problem, X_p: np.ndarray, y_p: np.ndarray, chosen: np.nd
     after = np.full(k_points, np.nan)
     iterations = np.zeros(k_points, dtype=int)
     steps = np.full(k_points, max_step)
-    passes = 0
+    passes, retrainings = 0, 2     # the clean model and the start, then every fit and every candidate below
     for passes in range(1, max_passes + 1):
         start_of_pass = current
         for k in range(k_points):
@@ -135,6 +135,7 @@ def sequential(problem: Problem, X_p: np.ndarray, y_p: np.ndarray, chosen: np.nd
                 before[k] = current
             for _ in range(max_iter):
                 params = family.fit(X_all, y_all)
+                retrainings += 1
                 grad = unblocked(family.gradients(params, X_all, y_all, [c], X_val, y_val)[0], X_all[c], lb, ub)
                 norm = np.linalg.norm(grad)
                 iterations[k] += 1
@@ -143,6 +144,7 @@ def sequential(problem: Problem, X_p: np.ndarray, y_p: np.ndarray, chosen: np.nd
                 etas = steps[k] * 2.0 ** -np.arange(grid)
                 candidates = np.clip(X_all[c] + etas[:, None] * grad / norm, lb, ub)
                 values = family.validation_losses(params, X_all, y_all, c, candidates, X_val, y_val)
+                retrainings += len(candidates)
                 best = int(np.argmax(values))
                 if values[best] <= current + tol:
                     steps[k] = max(etas[-1], steps[k] / 2 ** grid)
@@ -154,7 +156,8 @@ def sequential(problem: Problem, X_p: np.ndarray, y_p: np.ndarray, chosen: np.nd
             break
     errors = [validation_error(family, params, X_val, y_val) for params in (clean_params, family.fit(X_all, y_all))]
     return X_all[n:], PoisoningResult(before, after, iterations, chosen, passes, clean, current,
-                                      validation_error_clean=errors[0], validation_error_poisoned=errors[1])
+                                      retrainings=retrainings + 1, validation_error_clean=errors[0],
+                                      validation_error_poisoned=errors[1])
 
 
 def validation_error(family: Family, params, X_val: np.ndarray, y_val: np.ndarray) -> float:
