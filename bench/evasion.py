@@ -15,8 +15,10 @@ secml runs CAttackEvasionPGDLS (ℓ2, the same ε, box [0, 1], untargeted, no do
 --double-init, secml's default solver parameters unless --secml-solver; the setting above is the one of secml's
 own MNIST tutorial) on the same attacked points, one point at a time (bench/secml_reference.py, run by that
 Python), against the same model: transferlab's fitted linear models and MLPs are handed to secml as they are (a
-fixed affine classifier; the MLP as secml's CClassifierPyTorch when that Python has torch —
-``SECML_PYTHON -m pip install torch`` — else its layers in numpy), and the RBF SVMs are trained by libsvm on both
+fixed affine classifier; the MLP as secml's own CClassifierPyTorch, how a secml user attacks a torch network,
+when that Python has torch — ``SECML_PYTHON -m pip install torch==2.13.0``, then ``SECML_PYTHON -m pip install
+setuptools==69.5.1`` again — else, or with ``--secml-mlp numpy``, its layers in numpy: a leaner reference than
+secml ships), and the RBF SVMs are trained by libsvm on both
 sides from the same points and hyperparameters (both clean errors are printed, and secml's classifier).
 
 Per model and ε it prints: ms per point, attack only (training excluded), as CPU time of the process (the best of
@@ -152,6 +154,10 @@ def main() -> None:
     parser.add_argument("--secml-solver", default="{}", metavar="JSON",
                         help="solver_params of CAttackEvasionPGDLS, e.g. '{\"eta\": 0.5, \"eta_min\": 2.0, "
                              "\"max_iter\": 100, \"eps\": 1e-6}' (default {}: secml's defaults)")
+    parser.add_argument("--secml-mlp", default="pytorch", choices=["pytorch", "numpy"],
+                        help="secml's MLP: its own CClassifierPyTorch on transferlab's fitted network (the "
+                             "default; that Python needs torch, else the numpy one is used) or the network's layers "
+                             "in numpy, a leaner reference than secml ships")
     parser.add_argument("--double-init", action="store_true",
                         help="double initialisation (from the training point most confidently in the other class) "
                              "on both sides, for nonlinear models")
@@ -288,7 +294,7 @@ def secml_side(args, name, model, split, eps_list, n_ref, solver) -> dict | None
         if spec is None:
             return None
     config = {"models": [spec], "eps": eps_list, "lb": 0.0, "ub": 1.0, "solver_params": solver,
-              "double_init": args.double_init}
+              "double_init": args.double_init, "mlp_backend": args.secml_mlp}
     return call(args.secml, "evasion", arrays, config, args.threads)["result"][name]
 
 

@@ -25,8 +25,8 @@ Model families (parameters as in transferlab's registry):
 and, for evasion on the very model transferlab attacks (its fitted parameters come in the .npz):
     affine     scores x Wᵀ + b                           (transferlab's fitted linear SVM, logistic or ridge)
     mlp        transferlab's fitted MLP as secml's CClassifierPyTorch when that Python has torch (secml imports
-               torchvision only for two names, which stand in where no matching torchvision exists), else its
-               layers with forward and backward in numpy
+               torchvision only for two names, which stand in where no matching torchvision exists) and the
+               config's mlp_backend is "pytorch" (the default), else its layers with forward and backward in numpy
 """
 
 from __future__ import annotations
@@ -184,7 +184,8 @@ def run_evasion(data, config: dict) -> dict:
         start = time.perf_counter()
         backend = {"svm": "CClassifierSVM", "svm_rbf": "CClassifierSVM (RBF)", "logistic": "CClassifierLogistic",
                    "ridge": "CClassifierRidge", "affine": "affine", "mlp": "mlp"}[spec["family"]]
-        if spec["family"] == "mlp" and (clf := pytorch_classifier(spec, data)) is not None:
+        if spec["family"] == "mlp" and config.get("mlp_backend", "pytorch") == "pytorch" \
+                and (clf := pytorch_classifier(spec, data)) is not None:
             backend = "CClassifierPyTorch"
         elif spec["family"] in ("affine", "mlp"):
             clf = fixed_classifier(spec, data)
