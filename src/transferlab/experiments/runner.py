@@ -26,7 +26,7 @@ from transferlab.experiments.artifacts import read_model, write_artifact
 from transferlab.experiments.data import clear_cache, load_dataset
 from transferlab.experiments.config import ExperimentConfig
 from transferlab.experiments.executors import EXECUTORS, KINDS, check_scheduler
-from transferlab.experiments.store import Store, check_run_folder, run_path, sha256_file
+from transferlab.experiments.store import Store, check_run_folder, run_path, saved_model_files, sha256_file
 
 
 def run_experiment(config: ExperimentConfig, out: str | os.PathLike, workers: int = 1, executor: str | None = None,
@@ -161,9 +161,7 @@ def data_fingerprint(dataset, saved_models: dict[str, str] | None = None) -> str
     digest.update(json.dumps([list(map(str, dataset.classes)), list(dataset.feature_names or [])]).encode())
     for name, location in sorted((saved_models or {}).items()):
         digest.update(name.encode())
-        path = Path(location)
-        files = [path] if path.is_file() else sorted(f for f in path.glob("*") if f.is_file())
-        for file in files:
+        for file in saved_model_files(Path(location)):
             digest.update(file.name.encode())
             digest.update(sha256_file(file).encode())
     return digest.hexdigest()

@@ -14,6 +14,7 @@ from transferlab import datasets, models
 from transferlab.errors import ConfigError, DataError
 from transferlab.experiments.common import create_model, model_device, model_seed
 from transferlab.experiments.config import ExperimentConfig
+from transferlab.experiments.store import saved_model_files
 
 #: the class names of a saved model shown in a message (a model may have thousands)
 _SHOWN_CLASSES = 6
@@ -68,8 +69,7 @@ _FACTS: dict[tuple, SavedFacts] = {}
 def _file_state(path: Path) -> tuple:
     """(name, size, modification time) of a model file, or of every file of a model folder: a changed file is
     read again."""
-    files = [path] if path.is_file() else sorted(p for p in path.glob("*") if p.is_file()) if path.is_dir() else []
-    return tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    return tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in saved_model_files(path))
 
 
 def saved_facts(config: ExperimentConfig, name: str, recipe: bool = False) -> SavedFacts:

@@ -107,6 +107,12 @@ def check_run_folder(run_dir: str | os.PathLike) -> None:
                                 "--out folder")
 
 
+def saved_model_files(path: Path) -> list[Path]:
+    """The files of a saved model: the file itself (a ``.skops`` or ``.onnx`` file), or every file of a
+    ``models.save`` folder, sorted by name; none where the path does not exist."""
+    return [path] if path.is_file() else sorted(p for p in path.glob("*") if p.is_file()) if path.is_dir() else []
+
+
 def sha256_file(path: str | os.PathLike) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
