@@ -509,15 +509,22 @@ def test_batch_is_the_default_and_sequential_is_reachable_by_name(mnist_parts):
 
 
 def test_sequential_counts_every_retraining(mnist_parts, monkeypatch):
-    """``retrainings`` of the sequential algorithm counts every model it trains: here, a family whose line-search
-    candidates are each a ``fit`` (the base class's ``validation_losses``), the number of ``fit`` calls."""
+    """``retrainings`` of the sequential algorithm counts every model it trains: for a family whose line-search
+    candidates are each a ``fit`` (logistic: the base class's ``validation_losses``), the number of ``fit`` calls;
+    for ridge, whose candidates come from a closed-form update, the clean model, the start, one fit per iteration,
+    ``grid`` candidates per line search and the final model."""
     s = mnist_parts
+    data = (s.target.X, s.target.y, s.validation.X, s.validation.y)
     calls = []
     fit = LogisticFamily.fit
     monkeypatch.setattr(LogisticFamily, "fit", lambda self, X, y: calls.append(1) or fit(self, X, y))
     r = attacks.Poisoning(surrogate="logistic_l", n_points=3, mode="sequential", max_passes=1, max_iter=2,
-                          seed=0).run(s.target.X, s.target.y, s.validation.X, s.validation.y)
+                          seed=0).run(*data)
     assert r.retrainings == len(calls) > 3 * 2
+    r = attacks.Poisoning(surrogate="ridge_l", n_points=3, mode="sequential", max_passes=1, max_iter=2, grid=3,
+                          seed=0).run(*data)
+    searches = int(r.iterations.sum())          # no point meets a zero gradient here: each iteration searches
+    assert searches > 0 and r.retrainings == 2 + searches + 3 * searches + 1
 
 
 def test_batch_returns_the_iterate_with_the_highest_validation_error_and_stops_on_a_stall(mnist_parts):

@@ -209,7 +209,7 @@ class SchurSolver:
         f, r = self.F.size, self.removed.size
         self.U, self.Z, M = columns.pick(np.r_[self.F, -1, B[self.removed]])
         V = np.zeros((f + 1 + r, f + 1 + r))
-        V[:f, :f] = K[np.ix_(self.F, self.F)]
+        V[:f, :f] = K.take(self.F, 0).take(self.F, 1)
         V[:f, f] = V[f, :f] = 1.0
         self.order_B = np.searchsorted(S, B[self.kept])        # where S's rows sit: in B (kept) or in F
         self.order_F = np.searchsorted(S, self.F)

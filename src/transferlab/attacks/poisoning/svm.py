@@ -123,11 +123,12 @@ class SVMFamily(Family):
         if margin_solver is not None and np.array_equal(margin_solver[0], margin):
             solver = margin_solver[1]                                  # the training solve's factorisation
         else:
-            solver = BorderedSolver(K.take(margin, 0).take(margin, 1) if K is not None else self.kernel(X[margin],
-                                                                                              X[margin]))
+            K_margin = (K.take(margin, 0).take(margin, 1) if K is not None else
+                        self.kernel(X[margin], X[margin]))
+            solver = BorderedSolver(K_margin)
         z = solver.solve(u)                                            # one solve for all points
         if z is None:  # singular (e.g. duplicated margin vectors): the minimum-norm solution
-            z = bordered_least_squares(K[np.ix_(margin, margin)] if K is not None else
+            z = bordered_least_squares(K.take(margin, 0).take(margin, 1) if K is not None else
                                        self.kernel(X[margin], X[margin]), u)
         z_all = np.zeros(len(y))
         z_all[margin] = z[:-1]
@@ -148,8 +149,9 @@ class SVMFamily(Family):
 class KernelSession(Session):
     """SVMs: the kernel matrix of the clean rows is cached; a fit computes the poisoning rows' kernel values and
     solves the dual exactly (:func:`svm_dual_active_set`), warm-started from the previous fit's support-vector
-    partition — libsvm has no warm start: on the poisoning bench's ``svm_h`` (330 rows, a large C) its SMO takes
-    about 10 ms, a warm-started fit, its few active-set iterations included, 2.5–5 ms. Without a warm start, or when the active-set method does not converge,
+    partition — libsvm has no warm start: on the poisoning bench's ``svm_h`` at 10% (330 rows, a large C; a
+    line profile, one thread) its SMO took about 10 ms, a warm-started fit, its few active-set iterations
+    included, 2.5–5 ms. Without a warm start, or when the active-set method does not converge,
     libsvm solves it on the precomputed kernel (``libsvm_fits`` counts these) and the active-set method polishes
     libsvm's solution (tolerance ``tol``) to the exact optimum. The validation scores come from w = Σ β_i x_i
     here; the RBF session caches the validation kernel of the clean rows instead (:meth:`kernel_rows`,
