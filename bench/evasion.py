@@ -246,7 +246,10 @@ def main() -> None:
                   f"{clean_tl:5.3f}/{ref['clean_error']:5.3f} | {res.iterations.mean():5.2f} "
                   f"{r['mean_iterations']:8.2f} | {per_ls:>23} | {secml_work:>16}{note}", flush=True)
         if ref is not None:
-            print(f"{'':<11} secml classifier: {ref['classifier']}")
+            fallback = args.secml_mlp == "pytorch" and ref["classifier"] == "mlp (numpy)"
+            print(f"{'':<11} secml classifier: {ref['classifier']}" + (
+                "  (that Python has no torch: the numpy layers ran, not secml's CClassifierPyTorch; "
+                "PY -m pip install torch==2.13.0, then setuptools==69.5.1)" if fallback else ""))
     if ratios:
         print("per model: the smallest ratio over the budgets, and whether transferlab's error is at least secml's "
               "at every budget")
