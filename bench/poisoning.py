@@ -28,6 +28,8 @@ penalises the intercept), so that the attacks are compared on one target.
 Table 2, the white-box curve: the default mode's test error per fraction with each fraction starting from the
 previous fraction's points plus new ones (``run(start=...)``, as the experiments' craft cells chain the fractions
 with ``attack.warm_start``, their default), and whether it rises.
+With --equal-error, Table 3 compares the attacks at equal damage: the default mode cut after k ascent iterations
+(``max_steps=k``), the smallest k whose points cause at least secml's test error, its CPU per point and the ratio.
 """
 
 from __future__ import annotations
@@ -69,6 +71,8 @@ def main() -> None:
                         help=f"secml's solver_params (default {json.dumps(SECML_SOLVER)})")
     parser.add_argument("--secml-passes", type=int, default=1,
                         help="secml's passes over the poisoning points (run(max_iter=...); default 1, secml's)")
+    parser.add_argument("--equal-error", action="store_true",
+                        help="also time the default mode until its points cause secml's test error (Table 3)")
     parser.add_argument("--secml-distance", default="l2", choices=["l1", "l2"],
                         help="secml's step geometry: l2 moves all pixels along the gradient (as transferlab), "
                              "l1 one pixel per step (the default of secml's SVM and logistic attacks)")
@@ -131,7 +135,7 @@ def table(args, split, names, fractions) -> None:
     print()
     print(header)
     print("-" * len(header))
-    ratios, common = [], []
+    ratios, common, every_row = [], [], []
     for name in names:
         clean = models.create(name).fit(X, y)
         clean_error = float(np.mean(clean.predict(split.test.X) != split.test.y))
@@ -139,7 +143,8 @@ def table(args, split, names, fractions) -> None:
         for fraction in fractions:
             n_points = int(round(fraction * len(y)))
             result, cpu, error, X_p, y_p = run_transferlab(name, split, n_points)
-            rows.append({"fraction": fraction, "n": n_points, "cpu": cpu, "error": error,
+            rows.append({"name": name, "fraction": fraction, "n": n_points, "cpu": cpu, "error": error,
+                         "steps": len(result.history) - 1,
                          "start": result.initial_indices, "X_p": X_p, "y_p": y_p})
             if args.sequential:
                 _, cpu_s, error_s, _, _ = run_transferlab(name, split, n_points, **SEQUENTIAL)
@@ -153,6 +158,7 @@ def table(args, split, names, fractions) -> None:
                 if "X_p" in r:      # results cached before the points were kept have none
                     row.update(secml_X_p=np.asarray(r["X_p"], dtype=float), secml_y_p=np.asarray(r["y_p"]))
             common.extend(common_scores(args, split, name, [row for row in compared if "secml_X_p" in row]))
+        every_row.extend(rows)
         for row in rows:
             n = row["n"]
             line = (f"{name:<11} {clean_error:5.3f} {row['fraction']:>5g} {n:>3} | {row['cpu'] / n:12.4f} "
@@ -172,6 +178,8 @@ def table(args, split, names, fractions) -> None:
         print(f"CPU-time ratio secml / transferlab default per poisoning point: geometric mean "
               f"{np.exp(np.mean(np.log(ratios))):.0f} over {len(ratios)} cells (min {min(ratios):.0f}, "
               f"max {max(ratios):.0f})")
+    if args.equal_error:
+        print_equal_error(split, [row for row in every_row if "secml_error" in row])
 
 
 def common_scores(args, split, name, rows) -> list[dict]:
@@ -215,6 +223,38 @@ def print_common(common: list[dict]) -> None:
         print(f"{c['name']:<11} {c['fraction']:>5g} {c['n']:>3} | {c['ours_on_ours']:19.3f} "
               f"{c['secml_on_ours']:5.3f} {mark[0]} | {c['ours_on_secml']:13.3f} {c['secml_on_secml']:5.3f} "
               f"{mark[1]}", flush=True)
+
+
+def print_equal_error(split, rows: list[dict]) -> None:
+    """Table 3: the default mode cut after k = 1, 2, ... ascent iterations (``max_steps=k``: the same ascent, cut
+    short; the returned iterate is the best of those k), up to the first k whose points cause at least secml's
+    test error (each library's own classifier): that k, its CPU per point and secml's time over it — the attacks
+    compared at equal damage instead of at their own stopping rules. A cell whose full run stays below secml's
+    error shows "never"."""
+    if not rows:
+        return
+    print()
+    print("equal error: the default mode cut at k ascent iterations (max_steps=k), the smallest k whose points cause "
+          "at least secml's test error; s/pt: CPU per poisoning point of that run; x: secml's time / that time; "
+          "full: the uncut run's accepted steps")
+    header = (f"{'model':<11} {'p':>5} {'n':>3} | {'secml err':>9} | {'k':>3} {'full':>4} {'err':>5} {'s/pt':>8} "
+              f"{'x':>6}")
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        line = f"{row['name']:<11} {row['fraction']:>5g} {row['n']:>3} | {row['secml_error']:9.3f} | "
+        previous = None
+        for k in range(1, attacks.PoisoningSettings().max_steps + 1):
+            result, cpu, error, _, _ = run_transferlab(row["name"], split, row["n"], max_steps=k)
+            if error >= row["secml_error"]:
+                line += (f"{k:>3} {row['steps']:>4} {error:5.3f} {cpu / row['n']:8.4f} "
+                         f"{row['secml_cpu'] / cpu:6.0f}")
+                break
+            if result.retrainings == previous:      # the ascent stopped by itself before k: so will every longer one
+                line += f"{'never':>5} {row['steps']:>4} (the full run's error {row['error']:.3f})"
+                break
+            previous = result.retrainings
+        print(line, flush=True)
 
 
 def curves(split, names, fractions) -> None:
