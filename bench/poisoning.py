@@ -132,9 +132,7 @@ def table(args, split, names, fractions) -> None:
         header += f" | {'sequential s/pt':>15} {'err':>5} {'x':>6}"
     if args.secml:
         header += f" | {'secml s/pt':>10} {'err':>5} {'x':>6}"
-    print()
-    print(header)
-    print("-" * len(header))
+    print_head(header)
     ratios, common, every_row = [], [], []
     for name in names:
         clean = models.create(name).fit(X, y)
@@ -208,19 +206,34 @@ def common_scores(args, split, name, rows) -> list[dict]:
             for i, row in enumerate(rows)]
 
 
-def print_common(common: list[dict]) -> None:
+def print_head(header: str, title: str = "") -> None:
+    """A blank line, the table's title (if any), its column header and a rule."""
     print()
-    print("the same points on one classifier: test error of the family retrained on the training set plus "
-          "transferlab's points (tl) or secml's (secml), scored by transferlab's classifier and by secml's; "
-          ">= where transferlab's points cause at least secml's error")
-    header = (f"{'model':<11} {'p':>5} {'n':>3} | {'transferlab clf: tl':>19} {'secml':>5}    | "
-              f"{'secml clf: tl':>13} {'secml':>5}")
+    if title:
+        print(title)
     print(header)
     print("-" * len(header))
+
+
+#: the header of the first columns that :func:`cell` fills
+CELL_HEAD = f"{'model':<11} {'p':>5} {'n':>3} | "
+
+
+def cell(row: dict) -> str:
+    """The first columns of a per-cell row: model, fraction, number of points."""
+    return f"{row['name']:<11} {row['fraction']:>5g} {row['n']:>3} | "
+
+
+def print_common(common: list[dict]) -> None:
+    print_head(CELL_HEAD + f"{'transferlab clf: tl':>19} {'secml':>5}    | "
+               f"{'secml clf: tl':>13} {'secml':>5}",
+               "the same points on one classifier: test error of the family retrained on the training set plus "
+               "transferlab's points (tl) or secml's (secml), scored by transferlab's classifier and by secml's; "
+               ">= where transferlab's points cause at least secml's error")
     for c in common:
         mark = [">=" if a >= b else "< " for a, b in ((c["ours_on_ours"], c["secml_on_ours"]),
                                                        (c["ours_on_secml"], c["secml_on_secml"]))]
-        print(f"{c['name']:<11} {c['fraction']:>5g} {c['n']:>3} | {c['ours_on_ours']:19.3f} "
+        print(f"{cell(c)}{c['ours_on_ours']:19.3f} "
               f"{c['secml_on_ours']:5.3f} {mark[0]} | {c['ours_on_secml']:13.3f} {c['secml_on_secml']:5.3f} "
               f"{mark[1]}", flush=True)
 
@@ -233,16 +246,13 @@ def print_equal_error(split, rows: list[dict]) -> None:
     error shows "never"."""
     if not rows:
         return
-    print()
-    print("equal error: the default mode cut at k ascent iterations (max_steps=k), the smallest k whose points cause "
-          "at least secml's test error; s/pt: CPU per poisoning point of that run; x: secml's time / that time; "
-          "full: the uncut run's accepted steps")
-    header = (f"{'model':<11} {'p':>5} {'n':>3} | {'secml err':>9} | {'k':>3} {'full':>4} {'err':>5} {'s/pt':>8} "
-              f"{'x':>6}")
-    print(header)
-    print("-" * len(header))
+    print_head(CELL_HEAD + f"{'secml err':>9} | {'k':>3} {'full':>4} {'err':>5} {'s/pt':>8} "
+               f"{'x':>6}",
+               "equal error: the default mode cut at k ascent iterations (max_steps=k), the smallest k whose points "
+               "cause at least secml's test error; s/pt: CPU per poisoning point of that run; x: secml's time / that "
+               "time; full: the uncut run's accepted steps")
     for row in rows:
-        line = f"{row['name']:<11} {row['fraction']:>5g} {row['n']:>3} | {row['secml_error']:9.3f} | "
+        line = f"{cell(row)}{row['secml_error']:9.3f} | "
         previous = None
         for k in range(1, attacks.PoisoningSettings().max_steps + 1):
             result, cpu, error, _, _ = run_transferlab(row["name"], split, row["n"], max_steps=k)

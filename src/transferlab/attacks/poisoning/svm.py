@@ -120,16 +120,16 @@ class SVMFamily(Family):
             out[on] = explicit
             return out
         u = np.r_[self.validation_kernel_sum(X_val, weights, X, K_val)[margin], weights.sum()]
+        def margin_block() -> np.ndarray:
+            return K.take(margin, 0).take(margin, 1) if K is not None else self.kernel(X[margin], X[margin])
+
         if margin_solver is not None and np.array_equal(margin_solver[0], margin):
             solver = margin_solver[1]                                  # the training solve's factorisation
         else:
-            K_margin = (K.take(margin, 0).take(margin, 1) if K is not None else
-                        self.kernel(X[margin], X[margin]))
-            solver = BorderedSolver(K_margin)
+            solver = BorderedSolver(margin_block())
         z = solver.solve(u)                                            # one solve for all points
         if z is None:  # singular (e.g. duplicated margin vectors): the minimum-norm solution
-            z = bordered_least_squares(K.take(margin, 0).take(margin, 1) if K is not None else
-                                       self.kernel(X[margin], X[margin]), u)
+            z = bordered_least_squares(margin_block(), u)
         z_all = np.zeros(len(y))
         z_all[margin] = z[:-1]
         correction = b_on * self.weighted_kernel_gradient(X, z_all, kern(c_on), X_on)
@@ -149,9 +149,9 @@ class SVMFamily(Family):
 class KernelSession(Session):
     """SVMs: the kernel matrix of the clean rows is cached; a fit computes the poisoning rows' kernel values and
     solves the dual exactly (:func:`svm_dual_active_set`), warm-started from the previous fit's support-vector
-    partition — libsvm has no warm start: on the poisoning bench's ``svm_h`` at 10% (330 rows, a large C; a
-    line profile, one thread) its SMO took about 10 ms, a warm-started fit, its few active-set iterations
-    included, 2.5–5 ms. Without a warm start, or when the active-set method does not converge,
+    partition — libsvm has no warm start: on the poisoning bench's ``svm_h`` at 10% (300–330 rows, a large C;
+    one thread) its SMO took about 10 ms per fit under a line profiler, a warm-started fit, its few active-set
+    iterations included, 2.5–5 ms (wall clock, replayed fits). Without a warm start, or when the active-set method does not converge,
     libsvm solves it on the precomputed kernel (``libsvm_fits`` counts these) and the active-set method polishes
     libsvm's solution (tolerance ``tol``) to the exact optimum. The validation scores come from w = Σ β_i x_i
     here; the RBF session caches the validation kernel of the clean rows instead (:meth:`kernel_rows`,
