@@ -215,12 +215,9 @@ class SchurSolver:
         self.order_F = np.searchsorted(S, self.F)
         schur = V - M
         self.size = len(schur)
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", scipy.linalg.LinAlgWarning)
-            try:
-                self.lu = scipy.linalg.lu_factor(schur, check_finite=False)
-            except (np.linalg.LinAlgError, scipy.linalg.LinAlgWarning, ValueError):
-                self.lu = None
+        # LAPACK directly (dgetrf/dgetrs), as in BorderedSolver: scipy's wrappers cost more than these small solves
+        lu, pivots, info = scipy.linalg.lapack.dgetrf(schur)
+        self.lu = (lu, pivots) if info == 0 else None
 
     def solve(self, rhs: np.ndarray) -> np.ndarray | None:
         if self.lu is None:
@@ -231,7 +228,7 @@ class SchurSolver:
         w = scipy.linalg.lapack.dpotrs(self.columns.base.factor, r_B)[0]
         r_q = np.zeros(self.size)
         r_q[:f], r_q[f] = rhs[self.order_F], rhs[-1]
-        y = scipy.linalg.lu_solve(self.lu, r_q - self.U.T @ w, check_finite=False)
+        y = scipy.linalg.lapack.dgetrs(*self.lu, r_q - self.U.T @ w)[0]
         x_B = w - self.Z @ y
         out = np.empty(len(rhs))
         out[self.order_B], out[self.order_F], out[-1] = x_B[self.kept], y[:f], y[f]
