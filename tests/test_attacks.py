@@ -1,9 +1,11 @@
+import warnings
+
 import numpy as np
 import pytest
 import torch
 
 from transferlab import attacks, datasets, models
-from transferlab.errors import ConfigError
+from transferlab.errors import ConfigError, DataError
 
 DIFFERENTIABLE = [n for n, s in models.MODELS.items() if s.factory is not models.RandomForest]
 
@@ -165,8 +167,39 @@ def test_l1_feature_addition_on_binary_features():
 def test_bad_budget_and_norm_are_clear_errors():
     with pytest.raises(ConfigError, match="negative"):
         attacks.PGDLineSearch(eps=-1)
+    for bad in (float("nan"), float("inf"), "1", True, 10 ** 400):
+        with pytest.raises(ConfigError, match="eps must be a finite number") as info:
+            attacks.PGDLineSearch(eps=bad)
+        assert "negative" not in str(info.value)
     with pytest.raises(ConfigError, match="norm"):
         attacks.PGD(norm=3)
+
+
+def test_numpy_scalars_count_as_their_numbers():
+    """Values computed with numpy (np.float32, np.int64) are the numbers they hold, for the budget, the
+    settings and the poisoning attack's counts and box."""
+    attack = attacks.PGDLineSearch(eps=np.float32(0.5), max_iter=np.int64(7))
+    assert attack.eps == 0.5 and type(attack.eps) is float and attack.settings.max_iter == 7
+    assert attacks.PGDLineSearch(eps=np.int64(1)).eps == 1
+    poisoning = attacks.Poisoning(n_points=np.int64(3), seed=np.uint8(2), lb=np.float32(0), ub=np.float64(1),
+                                  momentum=np.float32(0.5))
+    assert (poisoning.n_points, poisoning.seed, poisoning.lb, poisoning.ub) == (3, 2, 0.0, 1.0)
+    assert poisoning.settings.momentum == 0.5
+    with pytest.raises(ConfigError, match="max_steps"):
+        attacks.Poisoning(max_steps=np.bool_(True))
+
+
+def test_init_of_the_wrong_shape_and_read_only_rows(fitted, small_split):
+    X, y = small_split.test.X[:6], small_split.test.y[:6]
+    attack = attacks.PGDLineSearch(eps=0.5, max_iter=3)
+    with pytest.raises(DataError, match="init must hold one starting point per row of X"):
+        attack.run(fitted["svm_l"], X, y, init=X[:5])
+    frozen = X.copy()
+    frozen.flags.writeable = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")        # torch warns when it is handed memory it may not write
+        result = attack.run(fitted["svm_l"], frozen, y, init=frozen)
+    np.testing.assert_array_equal(result.x_adv, attack.run(fitted["svm_l"], X, y).x_adv)
 
 
 def test_forest_cannot_be_attacked_white_box(fitted, small_split):

@@ -247,7 +247,22 @@ def test_poisoning_takes_an_unfitted_classifier_and_refuses_bad_input(mnist_part
     with pytest.raises(DataError, match="binary"):
         attacks.Poisoning(n_points=2).run(digits.X[:50], digits.y[:50], digits.X[50:80], digits.y[50:80])
     with pytest.raises(ConfigError, match="poisoning surrogates"):
-        attacks.Poisoning(surrogate="rf_h", n_points=2).run(s.target.X, s.target.y, s.validation.X, s.validation.y)
+        attacks.Poisoning(surrogate="rf_h", n_points=2)                 # refused when the attack is built
+    with pytest.raises(ConfigError, match="unknown model"):
+        attacks.Poisoning(surrogate="bogus")
+    with pytest.raises(ConfigError, match="alpha > 0"):
+        attacks.Poisoning(surrogate=models.create("ridge_l", alpha=0.0))
+    X, y, X_val, y_val = s.target.X[:60], s.target.y[:60], s.validation.X[:40], s.validation.y[:40]
+    attack = attacks.Poisoning(surrogate="logistic_l", n_points=2)
+    with pytest.raises(DataError, match="X_val has 700 features, X_train 784"):
+        attack.run(X, y, X_val[:, :700], y_val)
+    for name in ("logistic_l", "ridge_l", "svm_l", "svm_rbf_l"):
+        with pytest.raises(DataError, match="y_train holds only class 0"):
+            attacks.Poisoning(surrogate=name, n_points=2).run(X[y == 0], y[y == 0], X_val, y_val)
+    with pytest.raises(DataError, match="y_train: labels must be class indices"):
+        attack.run(X, 2 * y - 1, X_val, y_val)
+    with pytest.raises(DataError, match="y_val must hold 40 integer labels"):
+        attack.run(X, y, X_val, y_val[:39])
 
 
 def test_signed_labels():

@@ -13,9 +13,10 @@ import torch
 
 from transferlab.attacks.constraints import Ball, Box, Constraint, Intersection, lp_norm, parse_norm
 from transferlab.attacks.objectives import Objective
-from transferlab.attacks.settings import AttackSettings, shown
+from transferlab.attacks.settings import AttackSettings, plain, shown
 from transferlab.errors import ConfigError, DataError
 from transferlab.models.base import Classifier, NotDifferentiableError, check_X, check_y
+from transferlab.models.inputs import array_tensor
 
 
 BOUND_TOL = 1e-10
@@ -54,9 +55,12 @@ def steepest_direction(grad: torch.Tensor, p: float, movable: torch.Tensor | Non
 
 
 def checked_eps(eps: Any) -> float:
-    """The budget ε, a finite number ≥ 0 (a ConfigError otherwise)."""
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps >= 0 or eps > 1e300:
-        raise ConfigError(f"eps must be a finite number >= 0, got {shown(eps)}; the budget cannot be negative")
+    """The budget ε, a finite number ≥ 0 (a numpy scalar counts as its number; a ConfigError otherwise)."""
+    eps = plain(eps)
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or eps != eps or abs(eps) > 1e300:
+        raise ConfigError(f"eps must be a finite number >= 0, got {shown(eps)}")
+    if eps < 0:
+        raise ConfigError(f"eps must be >= 0, got {shown(eps)}: the budget cannot be negative")
     return eps
 
 
@@ -122,7 +126,7 @@ class EvasionAttack:
         if not model.differentiable:
             raise NotDifferentiableError(f"{type(model).__name__} has no input gradient: craft the attack on a "
                                          "differentiable surrogate and evaluate the points on this model")
-        x0 = torch.as_tensor(check_X(X), dtype=torch.float64, device=model.torch_device)
+        x0 = array_tensor(check_X(X), torch.float64, model.torch_device)
         if x0.shape[0] == 0:
             raise DataError("X has no rows: there is nothing to attack")
         model.check_features(x0)
@@ -130,8 +134,12 @@ class EvasionAttack:
         attack = self._for_run(model)
         domain = attack.domain
         domain.check_start(x0)
-        start = x0 if init is None else domain.project(torch.as_tensor(check_X(init, "init"), dtype=x0.dtype,
-                                                                       device=x0.device), x0)
+        if init is not None:
+            init = check_X(init, "init")
+            if init.shape != tuple(x0.shape):
+                raise DataError(f"init must hold one starting point per row of X, shape {tuple(x0.shape)}; got "
+                                f"shape {init.shape}")
+        start = x0 if init is None else domain.project(array_tensor(init, x0.dtype, x0.device), x0)
         objective = attack.objective
         objective_start = objective.value(model, x0, labels)
         x_adv, iterations = attack._attack(model, x0, labels, start, domain)

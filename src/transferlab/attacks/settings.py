@@ -5,13 +5,15 @@ validates its settings with it when it is built (``PGDLineSearch(max_iter=0)`` i
 
 The bounds keep what a small config can make us allocate or spend bounded (a line search holds ``grid``
 candidates of the whole batch at once); values are not coerced (``1`` is not true, ``"5"`` is not a count; a whole
-number is accepted where a real number is expected)."""
+number is accepted where a real number is expected), except that numpy scalars count as the numbers they hold
+(:func:`plain`)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from transferlab.errors import ConfigError
@@ -22,6 +24,12 @@ MAX_STEPS = 10 ** 7
 MAX_GRID = 64
 #: the largest seed (63 bits)
 MAX_SEED = 2 ** 63 - 1
+
+
+def plain(value: Any) -> Any:
+    """A numpy scalar as the Python number it holds (``np.int64(3)`` → ``3``, ``np.float32(0.5)`` → ``0.5``,
+    ``np.bool_`` → ``bool``), anything else as it is: values computed with numpy are the numbers they show."""
+    return value.item() if isinstance(value, (np.integer, np.floating, np.bool_)) else value
 
 
 def shown(value: Any) -> str:
@@ -49,6 +57,7 @@ class AttackSettings(BaseModel):
             return settings
         data = dict(settings.model_dump() if isinstance(settings, AttackSettings) else settings or {})
         data.update(values or {})
+        data = {key: plain(value) for key, value in data.items()}
         try:
             return cls.model_validate(data)
         except ValidationError as exc:

@@ -51,14 +51,18 @@ def check_csr(X: Any, name: str) -> sp.csr_matrix:
     return X
 
 
-def check_y(y: Any, n: int, n_classes: int | None = None) -> np.ndarray:
+def check_y(y: Any, n: int, n_classes: int | None = None, name: str = "y") -> np.ndarray:
+    """y as int64 labels, one per row (``n``), each in 0..n_classes − 1 (≥ 0 when ``n_classes`` is None); a
+    one-line DataError naming ``name`` otherwise."""
     if isinstance(y, torch.Tensor):
         y = y.detach().cpu().numpy()
     y = np.asarray(y)
     if y.shape != (n,) or not np.issubdtype(y.dtype, np.integer):
-        raise DataError(f"y must hold {n} integer labels, got shape {y.shape} and dtype {y.dtype}")
-    if n and (y.min() < 0 or (n_classes is not None and y.max() >= n_classes)):
-        raise DataError(f"labels must be 0..{(n_classes or 0) - 1}, got {y.min()}..{y.max()}")
+        raise DataError(f"{name} must hold {n} integer labels, got shape {y.shape} and dtype {y.dtype}")
+    if n and n_classes is None and y.min() < 0:
+        raise DataError(f"{name}: labels must be class indices 0, 1, ..., got {y.min()}..{y.max()}")
+    if n and n_classes is not None and (y.min() < 0 or y.max() >= n_classes):
+        raise DataError(f"{name}: labels must be 0..{n_classes - 1}, got {y.min()}..{y.max()}")
     return y.astype(np.int64)
 
 

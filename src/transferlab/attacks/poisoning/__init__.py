@@ -33,7 +33,8 @@ def family_for(model: Any) -> Family:
     for cls in type(model).__mro__:
         if cls in FAMILIES:
             return FAMILIES[cls](model)
-    raise ConfigError(f"poisoning surrogates are logistic, ridge, linear SVM or RBF SVM models; got "
+    raise ConfigError(f"poisoning surrogates are transferlab's logistic, ridge, linear SVM or RBF SVM models (a "
+                      f"registry name or models.create(...)), whose retraining the attack differentiates; got "
                       f"{type(model).__name__}")
 
 

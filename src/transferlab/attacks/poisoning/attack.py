@@ -19,7 +19,7 @@ import numpy as np
 from pydantic import Field, StrictInt
 from threadpoolctl import threadpool_limits
 
-from transferlab.attacks.settings import MAX_GRID, MAX_SEED, MAX_STEPS, AttackSettings, shown
+from transferlab.attacks.settings import MAX_GRID, MAX_SEED, MAX_STEPS, AttackSettings, plain, shown
 from transferlab.attacks.poisoning.base import Family
 from transferlab.attacks.poisoning.strategies import (PoisoningResult, Problem, batch, padded, sequential,
                                                       start_indices)
@@ -77,6 +77,7 @@ class Poisoning:
     def __init__(self, surrogate: Any = "logistic_l", n_points: int = 10, lb: float = 0.0, ub: float = 1.0,
                  seed: int = 0, settings: PoisoningSettings | Mapping[str, Any] | None = None,
                  **values: Any) -> None:
+        n_points, seed, lb, ub = plain(n_points), plain(seed), plain(lb), plain(ub)
         for name, value, least, most in (("n_points", n_points, 1, MAX_STEPS), ("seed", seed, 0, MAX_SEED)):
             if isinstance(value, bool) or not isinstance(value, int) or not least <= value <= most:
                 raise ConfigError(f"{name} must be a whole number >= {least} and <= {most:,}, got {shown(value)}")
@@ -87,6 +88,7 @@ class Poisoning:
             raise ConfigError(f"the box needs lb < ub, got [{lb}, {ub}]")
         self.surrogate, self.n_points, self.lb, self.ub, self.seed = surrogate, n_points, lb, ub, seed
         self.settings: PoisoningSettings = self.Settings.checked(settings, values)  # type: ignore[assignment]
+        self._family()      # an unknown or unsupported surrogate is an error now, not at the first run
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in self.settings)
@@ -122,15 +124,21 @@ class Poisoning:
         ``inert`` say which one it kept. Up to :data:`ONE_THREAD_ROWS` rows the attack runs with one BLAS
         thread."""
         X_train, X_val = check_X(X_train, "X_train"), check_X(X_val, "X_val")
-        y_train, y_val = check_y(y_train, len(X_train)), check_y(y_val, len(X_val))
+        y_train, y_val = check_y(y_train, len(X_train), name="y_train"), check_y(y_val, len(X_val), name="y_val")
         if len(X_val) == 0:
             raise DataError("poisoning needs the attacker's validation set: X_val has no rows")
+        if X_val.shape[1] != X_train.shape[1]:
+            raise DataError(f"X_val has {X_val.shape[1]} features, X_train {X_train.shape[1]}: the validation "
+                            "points must be rows of the same feature space")
         if self.n_points > len(X_train):
             raise ConfigError(f"n_points ({self.n_points}) exceeds the {len(X_train)} training points the poisoning "
                               "points start from; ask for fewer points")
         if set(np.unique(np.r_[y_train, y_val])) - {0, 1}:
             raise DataError("poisoning is implemented for binary problems (labels 0 and 1), the paper's setting; "
                             "pick two classes first")
+        if len(X_train) and len(np.unique(y_train)) < 2:
+            raise DataError(f"y_train holds only class {int(y_train[0])}: the surrogate needs training points of "
+                            "both classes")
         if X_train.min() < self.lb - 1e-12 or X_train.max() > self.ub + 1e-12:
             raise DataError(f"training data lie outside the box [{self.lb}, {self.ub}]; rescale them or set lb/ub")
         X_s, y_s = self._checked_start(start, X_train.shape[1])

@@ -11,6 +11,7 @@ import scipy.linalg
 
 from transferlab.attacks.poisoning.base import Family, GramSession, LinearParams
 from transferlab.attacks.poisoning.solvers import augment, regularised_solver, signed
+from transferlab.errors import ConfigError
 
 
 @dataclass
@@ -30,6 +31,9 @@ class RidgeFamily(Family):
     """
 
     def __init__(self, alpha: float) -> None:
+        if not alpha > 0:
+            raise ConfigError(f"ridge poisoning needs a regularised surrogate (alpha > 0), got alpha={alpha}: the "
+                              "implicit gradient solves with the regularised Hessian")
         self.alpha = alpha
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> RidgeParams:
