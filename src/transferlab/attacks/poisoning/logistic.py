@@ -68,7 +68,8 @@ class LogisticFamily(Family):
                      ub: float) -> np.ndarray:
         """The box corner of the largest margin ỹ f(x) for each label: a point there adds C·σ(−ỹf)·x̃ to the
         training gradient, which underflows to nothing once the margin passes ~40 (and is tiny well before), so
-        the model stays as it was."""
+        the model stays as it was — nearly, where the regularisation keeps ‖w‖₁ and so the corner's margin small
+        (``logistic_l`` on the embedded MNIST89: margin 5.4, the validation loss moved by 7e-4 of itself)."""
         high, low = np.where(params.w > 0, ub, lb), np.where(params.w > 0, lb, ub)
         return np.where((labels == 1)[:, None], high[None, :], low[None, :])
 
