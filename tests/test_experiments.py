@@ -462,8 +462,10 @@ GOLDEN = {
     # file, which OPENBLAS_CORETYPE=Haswell reproduces bit for bit there). 1e-6 leaves a margin of 10 over that.
     "poisoning": {"rtol": 1e-6},
     "evasion_warm_double": {},
-    # batch poisoning retrains by Newton's method and exact solves (tight tolerances): 1e-9 holds (measured 3e-12)
-    "poisoning_batch": {},
+    # batch poisoning retrains by Newton's method and exact solves, but the targets are scored after scikit-learn
+    # fits them on the poisoned set, and lbfgs (logistic targets) stops at its gradient tolerance as above: on an
+    # AMD EPYC machine S of the svm_rbf_l → logistic_l transfer cell moved by 2.3e-9 relative (3e-12 elsewhere).
+    "poisoning_batch": {"rtol": 1e-6},
 }
 
 

@@ -29,12 +29,14 @@ def gradient_size(target_gradients: np.ndarray, q: float) -> float:
 
 
 def gradient_alignment(surrogate_gradients: np.ndarray, target_gradients: np.ndarray) -> float:
-    """R (Eq. 18): mean over points of cos(∇ℓ̂, ∇ℓ); points where either gradient is zero count as 0."""
+    """R (Eq. 18): mean over points of cos(∇ℓ̂, ∇ℓ); points where either gradient is zero count as 0. Each
+    cosine is clipped to [−1, 1]: for (nearly) parallel gradients the rounding of the dot product and the norms
+    can put it a few ulps outside (a model that is its own surrogate gave R = 1.0000000000000002)."""
     a = np.asarray(surrogate_gradients).reshape(len(surrogate_gradients), -1)
     b = np.asarray(target_gradients).reshape(len(target_gradients), -1)
     norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
     cos = np.divide((a * b).sum(1), norms, out=np.zeros(len(a)), where=norms > 0)
-    return float(np.mean(cos))
+    return float(np.clip(np.mean(np.clip(cos, -1.0, 1.0)), -1.0, 1.0))
 
 
 def loss_variance(losses: np.ndarray) -> float:
