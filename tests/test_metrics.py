@@ -37,17 +37,17 @@ def test_alignment_of_a_model_with_itself_is_one_and_with_its_opposite_minus_one
 
 
 def test_alignment_stays_within_minus_one_and_one_under_rounding():
-    """Parallel gradients whose rounded cosine exceeds 1 by an ulp (found for a model that is its own surrogate):
-    R is a cosine, never outside [−1, 1]."""
-    rng = np.random.default_rng(3)
-    outside = 0
-    for _ in range(200):
-        g = rng.normal(size=(1, 784)) * 10.0 ** rng.uniform(-8, 8)
-        a, b = (g * g).sum(), np.linalg.norm(g) ** 2
-        outside += a / b > 1 or -a / b < -1
-        assert -1.0 <= metrics.gradient_alignment(g, g) <= 1.0
-        assert -1.0 <= metrics.gradient_alignment(g, -g) <= 1.0
-    assert outside > 0      # the unclipped cosine does leave [−1, 1] on some of these draws
+    """Parallel gradients whose rounded cosine exceeds 1 by an ulp (found for a saved pipeline that is its own
+    surrogate): R is a cosine, never outside [−1, 1]."""
+    # parallel gradients (the target's three times the surrogate's) of two features: each cosine is a few correctly
+    # rounded IEEE operations on two terms and rounds the same on every CPU; about a fifth of them exceed 1
+    a = np.random.default_rng(3).uniform(0.1, 10.0, size=(2000, 2))
+    b = 3.0 * a
+    over = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)) > 1
+    assert over.any()
+    assert metrics.gradient_alignment(a[over], b[over]) == 1.0       # each clipped to 1, their mean exactly 1
+    assert metrics.gradient_alignment(a[over], -b[over]) == -1.0
+    assert -1.0 <= metrics.gradient_alignment(a, b) <= 1.0
 
 
 def test_loss_variance_of_identical_surrogates_is_zero_and_matches_the_definition():

@@ -36,7 +36,7 @@ def gradient_alignment(surrogate_gradients: np.ndarray, target_gradients: np.nda
     b = np.asarray(target_gradients).reshape(len(target_gradients), -1)
     norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
     cos = np.divide((a * b).sum(1), norms, out=np.zeros(len(a)), where=norms > 0)
-    return float(np.clip(np.mean(np.clip(cos, -1.0, 1.0)), -1.0, 1.0))
+    return float(np.mean(np.clip(cos, -1.0, 1.0)))
 
 
 def loss_variance(losses: np.ndarray) -> float:

@@ -88,13 +88,18 @@ class Poisoning:
             raise ConfigError(f"the box needs lb < ub, got [{lb}, {ub}]")
         self.surrogate, self.n_points, self.lb, self.ub, self.seed = surrogate, n_points, lb, ub, seed
         self.settings: PoisoningSettings = self.Settings.checked(settings, values)  # type: ignore[assignment]
-        self._family()      # an unknown or unsupported surrogate is an error now, not at the first run
+        # built once, here: an unknown or unsupported surrogate is an error when the attack is built
+        self._surrogate_family = self._built_family()
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in self.settings)
         return f"Poisoning(surrogate={self.surrogate!r}, n_points={self.n_points}, seed={self.seed}, {fields})"
 
     def _family(self) -> Family:
+        """The surrogate's poisoning family (its hyperparameters only), built when the attack was."""
+        return self._surrogate_family
+
+    def _built_family(self) -> Family:
         from transferlab.attacks.poisoning import family_for
 
         if isinstance(self.surrogate, str):
