@@ -1,11 +1,9 @@
 """transferlab audit: the linearised prediction of transfer (Eq. 16) without attacking."""
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
+from cli_runner import run_in_process
 from transferlab import attacks, datasets, models
 from transferlab.audit import agreement, audit, audit_run, predicted_evasion
 from transferlab.errors import ConfigError
@@ -67,9 +65,7 @@ def test_audit_of_a_run_agrees_with_its_measured_transfer(tmp_path):
     assert len(rows) == 5 * 2 and all(np.isfinite(r.measured) for r in rows)
     summary = {a["budget"]: a for a in agreement(rows)}
     assert summary[2.0]["mae"] < 0.2 and summary[2.0]["spearman_rho"] > 0
-    result = subprocess.run([sys.executable, "-m", "transferlab.cli", "audit", str(tmp_path / "run"), "--target",
-                             "svm_rbf_h"], capture_output=True, text=True, timeout=300)
+    result = run_in_process("audit", str(tmp_path / "run"), "--target", "svm_rbf_h")
     assert result.returncode == 0 and "Spearman" in result.stdout and "logistic_l" in result.stdout
-    refused = subprocess.run([sys.executable, "-m", "transferlab.cli", "audit", str(tmp_path / "run"), "--target",
-                              "nn_h"], capture_output=True, text=True, timeout=300)
+    refused = run_in_process("audit", str(tmp_path / "run"), "--target", "nn_h")
     assert refused.returncode == 2 and "not a target" in refused.stderr and "Traceback" not in refused.stderr

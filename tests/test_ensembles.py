@@ -3,13 +3,12 @@
 import copy
 import csv
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import yaml
 
+from cli_runner import run_in_process
 from conftest import as_float64, finite_difference_check
 from transferlab import attacks, datasets, models
 from transferlab.errors import ConfigError
@@ -113,7 +112,6 @@ def test_bad_ensemble_configs(change, message):
 def test_a_missing_saved_model_is_one_line_and_exit_2(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump({**CONFIG, "saved_models": {"mine": str(tmp_path / "nowhere")}}))
-    result = subprocess.run([sys.executable, "-m", "transferlab.cli", "run", str(path), "--out", str(tmp_path / "o")],
-                            capture_output=True, text=True, timeout=300)
+    result = run_in_process("run", str(path), "--out", str(tmp_path / "o"))
     assert result.returncode == 2 and "nowhere" in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
+from cli_runner import run_in_process as _cli  # the kill test starts a real process itself
 from tables import SAME_MACHINE, assert_tables_equal, read_csv
 from transferlab import attacks, models
 from transferlab.experiments.config import load_config, parse_config, preset_names
@@ -119,11 +120,6 @@ def test_worker_count_does_not_change_results(tiny_run, tmp_path):
     run_experiment(parse_config(TINY), tmp_path / "two", workers=2, show_progress=False)
     for table in ("results.csv", "metrics.csv", "correlations.csv"):
         assert_tables_equal(tmp_path / "two" / table, tiny_run / table, **SAME_MACHINE)
-
-
-def _cli(*args, **kwargs):
-    return subprocess.run([sys.executable, "-m", "transferlab.cli", *args], capture_output=True, text=True,
-                          timeout=600, **kwargs)
 
 
 def test_killed_run_resumes_with_nothing_lost_or_duplicated(tiny_run, tmp_path):

@@ -21,6 +21,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from cli_runner import run_in_process, run_subprocess
 from transferlab import attacks, datasets, models
 from transferlab.errors import ConfigError, DataError, TransferlabError
 from transferlab.experiments.config import parse_config, parse_yaml
@@ -37,9 +38,8 @@ TINY = {
 }
 
 
-def _cli(*args, timeout=600, **kwargs):
-    return subprocess.run([sys.executable, "-m", "transferlab.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, **kwargs)
+#: a real process, where the test is about one (a lock held by another process, a catalogue case end to end)
+_cli = run_subprocess
 
 
 def _write(tmp_path, data, name="c.yaml"):
@@ -93,7 +93,7 @@ CATALOGUE = [
 def test_catalogue_of_bad_configs(tmp_path, what, change, message):
     data = {**TINY, **change}
     text = yaml.safe_dump(data).replace("'.nan'", ".nan")
-    result = _cli("run", str(_write(tmp_path, text)), "--out", str(tmp_path / "out"))
+    result = run_in_process("run", str(_write(tmp_path, text)), "--out", str(tmp_path / "out"))
     _assert_one_line(result, message)
     assert not (tmp_path / "out" / "store.sqlite").exists()
 
@@ -102,32 +102,33 @@ def test_catalogue_of_bad_files_and_folders(tmp_path):
     config = _write(tmp_path, TINY)
     a_file = tmp_path / "a-file"
     a_file.write_text("x")
-    _assert_one_line(_cli("run", str(config), "--out", str(a_file)), "is a file")
-    _assert_one_line(_cli("run", str(tmp_path)), "is a folder")
+    _assert_one_line(run_in_process("run", str(config), "--out", str(a_file)), "is a file")
+    _assert_one_line(run_in_process("run", str(tmp_path)), "is a folder")
     latin = tmp_path / "latin.yaml"
     latin.write_bytes("name: caf\xe9\n".encode("latin-1"))
-    _assert_one_line(_cli("run", str(latin)), "not UTF-8")
+    _assert_one_line(run_in_process("run", str(latin)), "not UTF-8")
     bomb = tmp_path / "bomb.yaml"
     bomb.write_text("a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
                     "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nname: bomb\n")
-    _assert_one_line(_cli("run", str(bomb)), "anchor or alias")
+    _assert_one_line(run_in_process("run", str(bomb)), "anchor or alias")
     csv = tmp_path / "latin.csv"
     csv.write_bytes("a,b,label\n1,2,caf\xe9\n3,4,x\n".encode("latin-1"))
     data = {**TINY, "dataset": {"name": "csv", "path": str(csv)}}
-    _assert_one_line(_cli("run", str(_write(tmp_path, data, "csv.yaml")), "--out", str(tmp_path / "o")),
+    _assert_one_line(run_in_process("run", str(_write(tmp_path, data, "csv.yaml")), "--out", str(tmp_path / "o")),
                      "not UTF-8")
     gz = tmp_path / "mnist-bomb"
     _bomb_idx(gz)
     data = {**TINY, "dataset": {"name": "mnist89", "path": str(gz)}}
-    _assert_one_line(_cli("run", str(_write(tmp_path, data, "gz.yaml")), "--out", str(tmp_path / "o2")),
+    _assert_one_line(run_in_process("run", str(_write(tmp_path, data, "gz.yaml")), "--out", str(tmp_path / "o2")),
                      "longer than its header says")
     zipbomb = tmp_path / "bomb.npz"
-    with zipfile.ZipFile(zipbomb, "w", zipfile.ZIP_DEFLATED) as archive:
+    zeros = bytes(1 << 26)  # 66 × 64 MiB: just over the 4 GiB an npz may decompress to (fastest deflate level)
+    with zipfile.ZipFile(zipbomb, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
         with archive.open("X.npy", "w", force_zip64=True) as member:
-            for _ in range(5):
-                member.write(bytes(1 << 30))
+            for _ in range(66):
+                member.write(zeros)
     data = {**TINY, "dataset": {"name": "npz", "path": str(zipbomb)}}
-    _assert_one_line(_cli("run", str(_write(tmp_path, data, "zip.yaml")), "--out", str(tmp_path / "o3")),
+    _assert_one_line(run_in_process("run", str(_write(tmp_path, data, "zip.yaml")), "--out", str(tmp_path / "o3")),
                      "would decompress")
     for folder in ("o", "o2", "o3"):
         assert not (tmp_path / folder / "store.sqlite").exists()
@@ -144,7 +145,7 @@ def test_an_idx_header_that_overflows_is_refused_before_reading(tmp_path):
 def finished_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("done")
     config = _write(out.parent, TINY, "finished.yaml")
-    result = _cli("run", str(config), "--out", str(out))
+    result = run_in_process("run", str(config), "--out", str(out))
     assert result.returncode == 0, result.stderr
     return out, config
 
@@ -157,7 +158,7 @@ def test_a_second_writer_on_the_same_folder_is_refused(finished_run, tmp_path):
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         _assert_one_line(_cli("run", str(config), "--out", str(out)), "is writing to")
     rows = sqlite3.connect(out / "store.sqlite").execute("SELECT COUNT(*) FROM results").fetchone()[0]
-    again = _cli("run", str(config), "--out", str(out))  # the lock is free again: a resume changes nothing
+    again = run_in_process("run", str(config), "--out", str(out))  # the lock is free again: a resume changes nothing
     assert again.returncode == 0, again.stderr
     assert sqlite3.connect(out / "store.sqlite").execute("SELECT COUNT(*) FROM results").fetchone()[0] == rows
 
@@ -191,9 +192,9 @@ def test_a_resume_on_other_data_is_refused_unless_forced(finished_run, tmp_path)
         labels = np.tile([8, 9], n // 2)
         write_idx(mnist / f"{stem}-images-idx3-ubyte.gz", images)
         write_idx(mnist / f"{stem}-labels-idx1-ubyte.gz", labels)
-    refused = _cli("run", str(other), "--out", str(copy), "--data", str(mnist))
+    refused = run_in_process("run", str(other), "--out", str(copy), "--data", str(mnist))
     _assert_one_line(refused, "other data")
-    forced = _cli("run", str(other), "--out", str(copy), "--data", str(mnist), "--force")
+    forced = run_in_process("run", str(other), "--out", str(copy), "--data", str(mnist), "--force")
     assert forced.returncode == 0, forced.stderr
 
 
@@ -205,12 +206,12 @@ def test_report_refuses_an_empty_or_corrupt_store_and_keeps_outputs(finished_run
 
     Store(empty / "store.sqlite").close()
     (empty / "results.csv").write_text("keep me\n")
-    _assert_one_line(_cli("report", str(empty)), "no finished cell")
+    _assert_one_line(run_in_process("report", str(empty)), "no finished cell")
     assert (empty / "results.csv").read_text() == "keep me\n"
     corrupt = tmp_path / "corrupt"
     corrupt.mkdir()
     (corrupt / "store.sqlite").write_bytes(b"this is not sqlite" * 100)
-    _assert_one_line(_cli("report", str(corrupt)), "store")
+    _assert_one_line(run_in_process("report", str(corrupt)), "store")
 
 
 def test_report_escapes_values_read_from_the_store(finished_run, tmp_path):

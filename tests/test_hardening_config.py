@@ -12,7 +12,6 @@ from __future__ import annotations
 import shutil
 import sqlite3
 import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 import transferlab
+from cli_runner import run_in_process as _main
 from test_hardening import TINY, _assert_one_line, _cli, _write
 from transferlab import attacks, datasets, models
 from transferlab.attacks import Box, FeatureAdditionOnly, L1Ball, L2Ball, LinfBall, Mask, Quantize
@@ -36,28 +36,6 @@ POISONING = {"kind": "poisoning", "split": {"n_target": 40, "n_surrogate": 40, "
              "targets": ["logistic_l"], "model_overrides": {},
              "attack": {"kind": "poisoning", "fractions": [0.1]}}
 EVASION_ATTACK = {"norm": 2, "eps": [0, 1]}
-
-
-def _main(*args: str) -> types.SimpleNamespace:
-    """``transferlab ARGS`` in this process: exit code, stdout and stderr (as subprocess.run would give them)."""
-    import contextlib
-    import io
-
-    from transferlab import cli
-
-    out, err = io.StringIO(), io.StringIO()
-    argv = sys.argv
-    sys.argv = ["transferlab", *args]
-    code = 0
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                cli.main()
-            except SystemExit as exc:
-                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    finally:
-        sys.argv = argv
-    return types.SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
 
 
 def _attack(**extra):
