@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from cli_runner import run_in_process as _cli  # the kill test starts a real process itself
@@ -49,6 +50,22 @@ def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
     run_experiment(parse_config(TINY), out, show_progress=False)
     return out
+
+
+def test_a_run_in_the_callers_process_leaves_its_torch_threads_as_they_were(tmp_path):
+    """Cells run with one torch thread; the inline executor runs them in the caller's own process, whose thread
+    count is restored afterwards (it used to stay at 1)."""
+    config = parse_config({"name": "threads", "split": {"n_target": 40, "n_surrogate": 40, "n_test": 10},
+                           "surrogates": ["logistic_l"], "targets": ["logistic_l"],
+                           "attack": {"norm": 2, "eps": [0, 1], "solver": {"max_iter": 3}},
+                           "variance": {"n_surrogates": 2}})
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        run_experiment(config, tmp_path / "run", show_progress=False)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_tiny_run_produces_every_output(tiny_run):

@@ -77,13 +77,18 @@ def tune_malloc() -> None:
 def execute(config: ExperimentConfig, cell: Cell, inputs: Mapping[str, ModelArtifact | CellOutput]) -> CellOutput:
     """Compute one cell (in any process) with one torch and one BLAS thread from the trained models it needs
     (``inputs``: {cell id: the artifact, or the output of the train cell that made it}); the caller stores the
-    output."""
+    output. The caller's torch thread count is restored afterwards (the inline executor runs cells in the user's
+    own process)."""
     tune_malloc()
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    models = {cell_id: _model_of(value) for cell_id, value in inputs.items()}
-    start, cpu_start = time.perf_counter(), time.process_time()
-    with threadpool_limits(1):
-        info, rows, artifacts = KINDS[config.kind].run_cell(config, cell, models)
+    try:
+        models = {cell_id: _model_of(value) for cell_id, value in inputs.items()}
+        start, cpu_start = time.perf_counter(), time.process_time()
+        with threadpool_limits(1):
+            info, rows, artifacts = KINDS[config.kind].run_cell(config, cell, models)
+    finally:
+        torch.set_num_threads(threads)
     info = {**info, "cpu_seconds": time.process_time() - cpu_start}  # the cell's CPU time (one thread), for benches
     return CellOutput(cell.cell_id, cell.stage, time.perf_counter() - start, info, rows, artifacts)
 
