@@ -77,11 +77,11 @@ def run(
     from transferlab.experiments.config import load_config
     from transferlab.experiments.runner import run_experiment
 
-    from transferlab.report import build_report
-
     cfg = load_config(config, data_path=data, device=device)
     run_dir = run_experiment(cfg, out or Path("runs") / cfg.name, workers=workers, executor=executor,
                              scheduler=scheduler, force=force)
+    from transferlab.report import build_report  # matplotlib: loaded once there is a run to report
+
     console.print(f"report: {build_report(run_dir)}")
 
 
