@@ -5,11 +5,7 @@ poisoning targets (recipes), in ``audit``, in the run's identity — and the bad
 
 from __future__ import annotations
 
-import contextlib
-import io
 import shutil
-import sys
-import types
 import warnings
 from pathlib import Path
 
@@ -18,6 +14,7 @@ import pytest
 import scipy.sparse as sp
 import yaml
 
+from cli_runner import run_in_process as _main
 from drebin_data import write_drebin_csv
 from tables import read_csv
 from transferlab import datasets, models
@@ -344,24 +341,6 @@ def test_model_overrides_seed_and_device_are_used_as_given():
 
 
 # ---- bad input: one line naming the model and the fix, exit 2 ------------------------------------------------------
-def _main(*args: str) -> types.SimpleNamespace:
-    """``transferlab ARGS`` in this process: exit code, stdout and stderr."""
-    from transferlab import cli
-
-    out, err = io.StringIO(), io.StringIO()
-    argv, sys.argv = sys.argv, ["transferlab", *args]
-    code = 0
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                cli.main()
-            except SystemExit as exc:
-                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    finally:
-        sys.argv = argv
-    return types.SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
-
-
 def _assert_one_line(result, message):
     assert result.returncode == 2, (result.returncode, result.stderr, result.stdout)
     assert message in result.stderr, result.stderr
