@@ -68,6 +68,22 @@ def test_a_run_in_the_callers_process_leaves_its_torch_threads_as_they_were(tmp_
         torch.set_num_threads(before)
 
 
+@pytest.mark.parametrize("change", [{"attack": {"norm": 2, "eps": [1, 2], "solver": {"max_iter": 3}}},
+                                    {"dataset": {"name": "mnist89", "select_features": 10}}],
+                         ids=["budgets without 0", "selected pixels"])
+def test_the_report_is_built_for_budgets_without_0_and_for_selected_pixels(tmp_path, change):
+    """Found by a user probe: the report's strip of points read the budget-0 points, which a run whose budgets
+    lack 0 does not keep, and took the pixels' image shape after select_features had cut the rows to 10 features;
+    both left a finished run without a report."""
+    config = parse_config({"name": "strip", "split": {"n_target": 40, "n_surrogate": 40, "n_test": 10},
+                           "surrogates": ["logistic_l"], "targets": ["logistic_l"],
+                           "attack": {"norm": 2, "eps": [0, 1], "solver": {"max_iter": 3}},
+                           "variance": {"n_surrogates": 2}, **change})
+    report = run_experiment(config, tmp_path / "run", show_progress=False)
+    assert report.is_file()
+    assert (tmp_path / "run" / "figures" / "points.png").is_file() == ("dataset" not in change)
+
+
 def test_tiny_run_produces_every_output(tiny_run):
     for name in ("results.csv", "metrics.csv", "correlations.csv", "report.html", "config.yaml", "store.sqlite",
                  "figures/security_curves.png", "figures/transfer_matrix_eps1.png", "figures/transfer_matrix_eps2.png",

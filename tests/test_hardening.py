@@ -104,6 +104,7 @@ def test_catalogue_of_bad_files_and_folders(tmp_path):
     a_file.write_text("x")
     _assert_one_line(run_in_process("run", str(config), "--out", str(a_file)), "is a file")
     _assert_one_line(run_in_process("run", str(tmp_path)), "is a folder")
+    _assert_one_line(run_in_process("run", str(config), "--out", ""), "--out is empty")  # not the current folder
     latin = tmp_path / "latin.yaml"
     latin.write_bytes("name: caf\xe9\n".encode("latin-1"))
     _assert_one_line(run_in_process("run", str(latin)), "not UTF-8")

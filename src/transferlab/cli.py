@@ -65,7 +65,7 @@ def list_(what: Listable = typer.Argument(..., help="models or datasets")) -> No
 @app.command()
 def run(
     config: str = typer.Argument(..., help="A preset name (see `transferlab presets`) or a YAML config file."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default: runs/<config name>)."),
+    out: Optional[str] = typer.Option(None, "--out", help="Run folder (default: runs/<config name>)."),
     workers: int = typer.Option(1, "--workers", help="Local worker processes (at least 1)."),
     data: Optional[str] = typer.Option(None, "--data", help="Dataset path (e.g. the full MNIST folder)."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda."),
@@ -77,9 +77,11 @@ def run(
     from transferlab.experiments.config import load_config
     from transferlab.experiments.runner import run_experiment
 
+    if out is not None and not out.strip():  # an empty shell variable: not the current folder
+        raise ConfigError("--out is empty; give a run folder, or leave --out out for runs/<config name>")
     cfg = load_config(config, data_path=data, device=device)
-    run_dir = run_experiment(cfg, out or Path("runs") / cfg.name, workers=workers, executor=executor,
-                             scheduler=scheduler, force=force)
+    run_dir = run_experiment(cfg, Path(out) if out is not None else Path("runs") / cfg.name, workers=workers,
+                             executor=executor, scheduler=scheduler, force=force)
     from transferlab.report import build_report  # matplotlib: loaded once there is a run to report
 
     console.print(f"report: {build_report(run_dir)}")

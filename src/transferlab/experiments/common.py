@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping
 from transferlab import models
 from transferlab.errors import ConfigError
 from transferlab.experiments.config import ExperimentConfig
-from transferlab.experiments.data import load_dataset
+from transferlab.experiments.data import image_shape
 
 WHITE_BOX, TRANSFER = "white-box", "transfer"
 
@@ -139,7 +139,7 @@ def create_model(config: ExperimentConfig, name: str, repetition: int, draw: int
             setattr(model, key, tuple(getattr(model, key)))
     if getattr(model, "image_shape", ()) is None:
         # image models take the shape from the data (e.g. 62×47 faces), unless the config overrides it
-        model.image_shape = load_dataset(config).image_shape
+        model.image_shape = image_shape(config)
     return model
 
 
