@@ -258,6 +258,46 @@ def test_workers_end_with_their_parent(tmp_path):
     assert not alive, f"workers {alive} outlived their parent"
 
 
+def _alive(pids):
+    return [pid for pid in pids if Path(f"/proc/{pid}").exists()
+            and Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"]
+
+
+def test_ctrl_c_stops_a_run_with_workers_and_the_run_resumes(tmp_path):
+    """Ctrl-C reaches the whole process group, workers included. Found by a user probe: a worker interrupted while
+    reading a cell off the pool's queue left the run waiting forever in the pool's shutdown, and workers
+    interrupted in their imports printed tracebacks. Workers now ignore it and the run stops them."""
+    data = {**TINY, "name": "slow", "repetitions": 3, "targets": ["logistic_l", "nn_l"],
+            "model_overrides": {"nn_l": {"epochs": 40}}}
+    config = _write(tmp_path, data)
+    out = tmp_path / "out"
+    process = subprocess.Popen([sys.executable, "-m", "transferlab.cli", "run", str(config), "--out", str(out),
+                                "--workers", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    deadline = time.time() + 120
+    children: list[int] = []
+    while time.time() < deadline and process.poll() is None and len(children) < 2:
+        children = [int(p) for p in subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True,
+                                                    text=True).stdout.split()]
+        time.sleep(0.1)
+    # the workers are importing torch while they read their first cell off the queue: where it used to hang
+    time.sleep(1.0)
+    assert process.poll() is None, "the run finished before it could be interrupted"
+    os.killpg(process.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
+    try:
+        _, err = process.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        raise AssertionError("the interrupted run did not exit") from None
+    assert process.returncode != 0 and "Traceback" not in err, err
+    time.sleep(0.5)
+    assert not _alive(children), "workers outlived the interrupted run"
+    assert not (out / "results.csv").exists()
+    resumed = run_in_process("run", str(config), "--out", str(out))  # and the run goes on where it stopped
+    assert resumed.returncode == 0, resumed.stderr
+
+
 def test_python_api_errors_are_transferlab_errors(tmp_path):
     X = np.random.default_rng(0).random((20, 4))
     y = np.r_[np.zeros(10, int), np.ones(10, int)]

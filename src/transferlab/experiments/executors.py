@@ -142,8 +142,21 @@ def processes(config: ExperimentConfig, stages: Sequence[Sequence[Cell]], stored
                 output = future.result()
                 yield output
                 unfinished.discard(output.cell_id)  # the runner stored it when the generator resumes
+    except BaseException:
+        # Ctrl-C or a failed cell: the cells still running would be discarded anyway, so the workers are stopped
+        # rather than waited for (the resumed run recomputes them)
+        stop_workers(pool)
+        raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def stop_workers(pool: ProcessPoolExecutor) -> None:
+    """Kill the pool's worker processes (they ignore Ctrl-C, see :func:`~transferlab.experiments.lifeline.
+    end_with_parent`, and store nothing themselves). Python 3.11's executor has no public call for it."""
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        if process.is_alive():
+            process.kill()
 
 
 def schedule_key(config: ExperimentConfig, cell: Cell) -> tuple[int, float]:

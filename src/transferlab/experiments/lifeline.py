@@ -13,7 +13,13 @@ import time
 
 def end_with_parent(parent_pid: int) -> None:
     """Make a worker process end when the run that started it ends, even by kill -9 (which lets no cleanup run):
-    Linux's PR_SET_PDEATHSIG where available, and everywhere a watchdog thread that polls the parent."""
+    Linux's PR_SET_PDEATHSIG where available, and everywhere a watchdog thread that polls the parent.
+
+    A worker ignores Ctrl-C, which the terminal sends to the whole process group: the run decides (it stops its
+    workers and exits; a resume recomputes the cells they had not finished). A KeyboardInterrupt inside a worker
+    of the process pool, mid-way through reading a cell off its queue, used to leave the pool's shutdown waiting
+    forever."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         import ctypes
 
