@@ -135,6 +135,14 @@ def test_svc_vote_ties_follow_libsvm_not_the_argmax():
     np.testing.assert_allclose(scores, est.decision_function(wide), rtol=1e-9, atol=1e-9)
     assert np.array_equal(scores[~tied].argmax(1), model.predict(wide[~tied]))
     assert (scores[tied].argmax(1) != model.predict(wide[tied])).any()
+    # an attack counts a point as evaded where the model's prediction differs from its label: at ε = 0 exactly the
+    # points predict misclassifies, vote ties included (it used to follow the argmax of the scores there)
+    from transferlab import attacks
+
+    labels = np.asarray(model.predict(wide))
+    labels[tied] = scores[tied].argmax(1)  # correct by the vote rule, wrong by the argmax on these
+    result = attacks.PGDLineSearch(norm=2, eps=0.0, lb=None, ub=None).run(model, wide, labels)
+    np.testing.assert_array_equal(result.success, model.predict(wide) != labels)
 
 
 @pytest.mark.parametrize("n_classes", [2, 3])

@@ -39,9 +39,8 @@ class Objective:
             return torch.where(labels == 0, difference, -difference) * self.sign
         return self.sign * get_loss(self.loss)(scores, labels)
 
-    def success_of_scores(self, scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Whether the attack succeeded per row, from the decision scores (see :meth:`success`)."""
-        predicted = scores.argmax(1)
+    def success_of_predicted(self, predicted: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Whether the attack succeeded per row, from the model's predicted class indices (see :meth:`success`)."""
         return predicted == labels if self.targeted else predicted != labels
 
     def convex_for_linear_models(self, n_classes: int) -> bool:
@@ -63,7 +62,8 @@ class Objective:
     def success(self, model: Classifier, X: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Whether the attack succeeded per row (misclassified, or classified as the target)."""
         with torch.no_grad():
-            return self.success_of_scores(model.scores(X.to(model.dtype)), labels)
+            Xm = X.to(model.dtype)
+            return self.success_of_predicted(model.predicted_index(Xm, model.scores(Xm)), labels)
 
 
 class RememberedScores:
@@ -95,7 +95,9 @@ class RememberedScores:
         return self.objective.of_scores(self.scores(model, X), labels).to(X.dtype)
 
     def success(self, model: Classifier, X: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return self.objective.success_of_scores(self.scores(model, X), labels)
+        scores = self.scores(model, X)
+        with torch.no_grad():
+            return self.objective.success_of_predicted(model.predicted_index(X.to(model.dtype), scores), labels)
 
     def gradient(self, model: Classifier, X: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return self.objective.gradient(model, X, labels)

@@ -224,6 +224,13 @@ class Classifier(BaseEstimator):
         maps it to the class label)."""
         return self.decision_function(X).argmax(axis=1)
 
+    def predicted_index(self, X: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        """The class index :meth:`predict` gives each row of the tensor ``X`` (in the model's dtype and device),
+        from its ``scores``: the highest score. A model whose prediction follows another rule overrides it (a
+        wrapped multiclass SVC: libsvm's vote), so an attack counts a point as evaded exactly where the model's
+        prediction changes."""
+        return scores.argmax(1)
+
     # ---- gradients ---------------------------------------------------------------------------------------
     def _label_indices(self, y: Any, n: int) -> np.ndarray:
         """The score columns of the labels ``y`` given to :meth:`loss` and :meth:`input_gradient`: here the

@@ -102,6 +102,11 @@ class SklearnModel(EstimatorWrapper):
             return self.head_.w0.T, self.head_.b0, self.head_.after_first_layer
         return None
 
+    def predicted_index(self, X: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if not hasattr(self.head_, "predict_index"):
+            return scores.argmax(1)
+        return self.head_.predict_index(self.transforms_(X))
+
     def predict(self, X: Any) -> np.ndarray:
         """Indices into ``classes_`` of the estimator's prediction (for an SVC, libsvm's vote rule)."""
         self._check_fitted()
