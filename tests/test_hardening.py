@@ -298,6 +298,19 @@ def test_ctrl_c_stops_a_run_with_workers_and_the_run_resumes(tmp_path):
     assert resumed.returncode == 0, resumed.stderr
 
 
+def test_processes_started_for_a_local_dask_cluster_ignore_ctrl_c():
+    """The local Dask cluster's workers are started inside ctrl_c_ignored: a process started there ignores SIGINT
+    (so Ctrl-C reaches the run alone, which closes the cluster), and the caller's handler is restored."""
+    from transferlab.experiments.executors import ctrl_c_ignored
+
+    before = signal.getsignal(signal.SIGINT)
+    with ctrl_c_ignored():
+        child = subprocess.run([sys.executable, "-c", "import signal; print(int(signal.getsignal(signal.SIGINT)))"],
+                               capture_output=True, text=True, timeout=60)
+    assert child.stdout.strip() == str(int(signal.SIG_IGN)), child.stdout + child.stderr
+    assert signal.getsignal(signal.SIGINT) is before
+
+
 def test_python_api_errors_are_transferlab_errors(tmp_path):
     X = np.random.default_rng(0).random((20, 4))
     y = np.r_[np.zeros(10, int), np.ones(10, int)]

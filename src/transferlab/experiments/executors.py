@@ -7,9 +7,12 @@ stored) — so Dask workers need no shared filesystem."""
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import re
+import signal
+import threading
 import time
 import uuid
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -168,6 +171,21 @@ def schedule_key(config: ExperimentConfig, cell: Cell) -> tuple[int, float]:
     return (0 if first else 1, -(cost(config, cell) if cost is not None else 0.0))
 
 
+@contextlib.contextmanager
+def ctrl_c_ignored() -> Iterator[None]:
+    """Ignore SIGINT while the block starts processes, which keep ignoring it (a disposition set to ignore is
+    inherited, and Python leaves it so): Ctrl-C, which the terminal sends to the whole process group, then reaches
+    the run alone, which stops its workers itself. A no-op outside the main thread, where Python cannot set it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
 def dask(config: ExperimentConfig, stages: Sequence[Sequence[Cell]], stored: Stored, workers: int,
          scheduler: str | None) -> Iterator[CellOutput]:
     """Cells on a Dask distributed cluster (``scheduler`` address; a local cluster of ``workers`` processes when
@@ -180,8 +198,10 @@ def dask(config: ExperimentConfig, stages: Sequence[Sequence[Cell]], stored: Sto
         from distributed import as_completed as dask_completed
     except ImportError:
         raise ConfigError("the dask executor needs dask[distributed]: pip install 'transferlab[dask]'") from None
-    cluster = None if scheduler else LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                                  dashboard_address=None)
+    cluster = None
+    if not scheduler:
+        with ctrl_c_ignored():  # the local workers start ignoring it; the run closes the cluster on Ctrl-C
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
     try:
         client = Client(scheduler or cluster, timeout="20s")
     except (OSError, TimeoutError) as exc:
