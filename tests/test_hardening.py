@@ -277,9 +277,11 @@ def test_ctrl_c_stops_a_run_with_workers_and_the_run_resumes(tmp_path):
     deadline = time.time() + 120
     children: list[int] = []
     while time.time() < deadline and process.poll() is None and len(children) < 2:
-        children = [int(p) for p in subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True,
-                                                    text=True).stdout.split()]
+        # the two workers (multiprocessing's resource tracker is a child too, and ignores Ctrl-C itself)
+        children = [int(p) for p in subprocess.run(["pgrep", "-P", str(process.pid), "-f", "spawn_main"],
+                                                    capture_output=True, text=True).stdout.split()]
         time.sleep(0.1)
+    assert len(children) == 2, children
     # the workers are importing torch while they read their first cell off the queue: where it used to hang
     time.sleep(1.0)
     assert process.poll() is None, "the run finished before it could be interrupted"

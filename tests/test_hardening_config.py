@@ -48,6 +48,8 @@ def _poisoning_solver(**solver):
 
 # (description, change to TINY — or the YAML text itself —, a fragment of the expected message)
 CONFIG_CATALOGUE = [
+    ("pixels selected for a CNN", {"dataset": {"name": "mnist89", "select_features": 10}, "targets": ["cnn"]},
+     "'cnn' needs whole images"),
     # names are names, never paths
     ("a saved model's name that climbs out of the run folder", {"saved_models": {"../../../../x": "/tmp"}},
      "'saved_models': '../../../../x' is not a valid name"),

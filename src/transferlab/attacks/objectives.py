@@ -70,7 +70,8 @@ class RememberedScores:
     """An objective for one attack run that scores each tensor once: :meth:`value` and :meth:`success` of a tensor
     already scored (the same object, not modified in place since) reuse its scores. An attack's run scores its
     starting points for the start value and its crafted points for both the final value and the success; with this
-    each of them is scored once. Only for the span of one run on one model (the model must not change meanwhile);
+    each of them is scored once (a model whose prediction is not the argmax of its scores, a wrapped multiclass SVC,
+    computes its prediction once more: :meth:`~transferlab.models.base.Classifier.predicted_index`). Only for the span of one run on one model (the model must not change meanwhile);
     everything else is the wrapped objective's."""
 
     def __init__(self, objective: Objective, model: Classifier, keep: int = 2) -> None:

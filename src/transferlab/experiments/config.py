@@ -209,6 +209,11 @@ class ExperimentConfig(Strict):
                 raise ValueError(f"attack.double_init: {name!r} is neither a surrogate nor a target of this config")
         if self.detector.fpr is not None and self.kind == "poisoning":
             raise ValueError("detector.fpr applies to evasion experiments")
+        if self.dataset.select_features is not None:
+            for name in dict.fromkeys([*self.targets, *self.surrogates, *(["nn_h"] if self.nn_sweep else [])]):
+                if name in MODELS and "image_shape" in getattr(MODELS[name].factory, "PARAMS", {}):
+                    raise ValueError(f"dataset.select_features keeps some of the features, and {name!r} needs whole "
+                                     "images; drop one of them")
         return self
 
     def _double_init(self) -> list[str]:

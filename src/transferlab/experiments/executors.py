@@ -156,7 +156,16 @@ def processes(config: ExperimentConfig, stages: Sequence[Sequence[Cell]], stored
 
 def stop_workers(pool: ProcessPoolExecutor) -> None:
     """Kill the pool's worker processes (they ignore Ctrl-C, see :func:`~transferlab.experiments.lifeline.
-    end_with_parent`, and store nothing themselves). Python 3.11's executor has no public call for it."""
+    end_with_parent`, and store nothing themselves): ``kill_workers`` where the executor has it (Python 3.14),
+    else through its process table. The parent's own end of the result pipe is closed first: a worker killed half
+    way through sending a result would otherwise leave the pool's reader waiting for the rest of the message
+    forever (the parent holds a writing end too, so no end of file comes), and the pool's shutdown with it."""
+    if hasattr(pool, "kill_workers"):
+        pool.kill_workers()
+        return
+    writer = getattr(getattr(pool, "_result_queue", None), "_writer", None)
+    if writer is not None:
+        writer.close()
     for process in list((getattr(pool, "_processes", None) or {}).values()):
         if process.is_alive():
             process.kill()
@@ -175,7 +184,9 @@ def schedule_key(config: ExperimentConfig, cell: Cell) -> tuple[int, float]:
 def ctrl_c_ignored() -> Iterator[None]:
     """Ignore SIGINT while the block starts processes, which keep ignoring it (a disposition set to ignore is
     inherited, and Python leaves it so): Ctrl-C, which the terminal sends to the whole process group, then reaches
-    the run alone, which stops its workers itself. A no-op outside the main thread, where Python cannot set it."""
+    the run alone, which stops its workers itself. A Ctrl-C pressed inside the block itself (while a local Dask
+    cluster starts, a few seconds) is ignored too: press it again. A no-op outside the main thread, where Python
+    cannot set it."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return

@@ -1,7 +1,7 @@
 """A worker's lifeline to the run that started it, in a module of its own that imports nothing heavy: a spawned
-worker unpickles its initializer before anything else, so the parent-death signal is armed within a fraction of a
-second of the worker's start, not after torch and scikit-learn are imported (seconds on a busy machine, during
-which a killed run would leave its workers behind)."""
+worker unpickles its initializer right after importing the parent's ``__main__`` (for the ``transferlab`` command,
+a fraction of a second), so the parent-death signal is armed before the cells' torch and scikit-learn are imported
+(seconds on a busy machine, during which a killed run would leave its workers behind)."""
 
 from __future__ import annotations
 
@@ -16,9 +16,10 @@ def end_with_parent(parent_pid: int) -> None:
     Linux's PR_SET_PDEATHSIG where available, and everywhere a watchdog thread that polls the parent.
 
     A worker ignores Ctrl-C, which the terminal sends to the whole process group: the run decides (it stops its
-    workers and exits; a resume recomputes the cells they had not finished). A KeyboardInterrupt inside a worker
-    of the process pool, mid-way through reading a cell off its queue, used to leave the pool's shutdown waiting
-    forever."""
+    workers and exits; a resume recomputes the cells they had not finished). Workers interrupted while importing
+    torch to read their first cell used to print tracebacks. From here on: a spawned worker first imports the
+    parent's ``__main__`` (for the ``transferlab`` command a fraction of a second; for a user's script that
+    imports torch at its top, seconds), and a Ctrl-C before that still interrupts it there."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         import ctypes

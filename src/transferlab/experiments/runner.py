@@ -6,6 +6,7 @@ caller (``transferlab.report``; experiments never import it)."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import hashlib
@@ -72,12 +73,15 @@ def run_experiment(config: ExperimentConfig, out: str | os.PathLike, workers: in
                                                            completed=len(stage) - len(cells))
                          for stage, cells in zip(stages, todo)}
                 stored = lambda cell: read_model(run_dir, cell)  # noqa: E731 (a model this run or an earlier stored)
-                for output in EXECUTORS[executor](config, todo, stored, workers, scheduler):
-                    files: dict[str, str] = {}
-                    for rel, artifact in output.artifacts.items():  # in place before the cell is marked complete
-                        files.update(write_artifact(run_dir, rel, artifact))
-                    store.record(output.cell_id, output.stage, output.seconds, files, output.info, output.rows)
-                    progress.advance(tasks[output.stage])
+                # closed explicitly on any exception (Ctrl-C while a cell is stored): its workers stop there
+                outputs = contextlib.closing(EXECUTORS[executor](config, todo, stored, workers, scheduler))
+                with outputs as cells_done:
+                    for output in cells_done:
+                        files: dict[str, str] = {}
+                        for rel, artifact in output.artifacts.items():  # in place before the cell is marked complete
+                            files.update(write_artifact(run_dir, rel, artifact))
+                        store.record(output.cell_id, output.stage, output.seconds, files, output.info, output.rows)
+                        progress.advance(tasks[output.stage])
             store.set_meta("versions", json.dumps(_versions()))
             store.set_meta("last_run", json.dumps({"seconds": time.time() - started, "workers": workers,
                                                    "executor": executor}))
@@ -98,6 +102,8 @@ _WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.ER
 def _check_folder(out: str | os.PathLike) -> Path:
     """The run folder's path, checked without writing anything: not a file, and no symbolic link inside (a planted
     link could make the run write or delete outside its folder)."""
+    if isinstance(out, str) and not out.strip():  # an empty variable would name the current folder
+        raise ConfigError("--out is empty; give a run folder")
     run_dir = Path(out).resolve()
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"--out {run_dir} is a file, not a folder; choose a folder for the run")

@@ -107,10 +107,11 @@ def _point_strip(run_dir: Path, config: dict, budgets: list[float], path: Path) 
                 # the clean points are the budget-0 ones, kept when the config's budgets include 0
                 rows = [("clean", npz["eps_0"][:STRIP_POINTS])] if "eps_0" in npz else []
                 rows += [(f"ε = {b:g}", npz[f"eps_{b:g}"][:STRIP_POINTS]) for b in budgets
-                         if b > 0 and f"eps_{b:g}" in npz][:5]
+                         if f"eps_{b:g}" in npz][:5]
                 if not rows:
                     return None
-                title = f"Clean and adversarial points crafted on {surrogate}"
+                title = (f"Clean and adversarial points crafted on {surrogate}" if "eps_0" in npz
+                         else f"Adversarial points crafted on {surrogate}")
         if len(shape) != 2 or min(shape) < 1 or any(np.asarray(images).ndim != 2 or np.asarray(images).shape[1] !=
                                                     shape[0] * shape[1] for _, images in rows):
             raise ValueError("its points do not fit its image shape")
