@@ -25,6 +25,7 @@ from cli_runner import run_in_process, run_subprocess
 from transferlab import attacks, datasets, models
 from transferlab.errors import ConfigError, DataError, TransferlabError
 from transferlab.experiments.config import parse_config, parse_yaml
+from transferlab.experiments.runner import run_experiment
 
 TINY = {
     "name": "tiny-hard",
@@ -105,6 +106,8 @@ def test_catalogue_of_bad_files_and_folders(tmp_path):
     _assert_one_line(run_in_process("run", str(config), "--out", str(a_file)), "is a file")
     _assert_one_line(run_in_process("run", str(tmp_path)), "is a folder")
     _assert_one_line(run_in_process("run", str(config), "--out", ""), "--out is empty")  # not the current folder
+    with pytest.raises(ConfigError, match="--out is empty"):  # the Python API refuses it too
+        run_experiment(parse_config(TINY), " ")
     latin = tmp_path / "latin.yaml"
     latin.write_bytes("name: caf\xe9\n".encode("latin-1"))
     _assert_one_line(run_in_process("run", str(latin)), "not UTF-8")

@@ -77,10 +77,8 @@ def run(
     from transferlab.experiments.config import load_config
     from transferlab.experiments.runner import run_experiment
 
-    if out is not None and not out.strip():  # an empty shell variable: not the current folder
-        raise ConfigError("--out is empty; give a run folder, or leave --out out for runs/<config name>")
     cfg = load_config(config, data_path=data, device=device)
-    run_dir = run_experiment(cfg, Path(out) if out is not None else Path("runs") / cfg.name, workers=workers,
+    run_dir = run_experiment(cfg, out if out is not None else Path("runs") / cfg.name, workers=workers,
                              executor=executor, scheduler=scheduler, force=force)
     from transferlab.report import build_report  # matplotlib: loaded once there is a run to report
 

@@ -71,8 +71,9 @@ class RememberedScores:
     already scored (the same object, not modified in place since) reuse its scores. An attack's run scores its
     starting points for the start value and its crafted points for both the final value and the success; with this
     each of them is scored once (a model whose prediction is not the argmax of its scores, a wrapped multiclass SVC,
-    computes its prediction once more: :meth:`~transferlab.models.base.Classifier.predicted_index`). Only for the span of one run on one model (the model must not change meanwhile);
-    everything else is the wrapped objective's."""
+    computes its prediction once more: :meth:`~transferlab.models.base.Classifier.predicted_index`). Only for the
+    span of one run on one model (the model must not change meanwhile); everything else is the wrapped objective's.
+    """
 
     def __init__(self, objective: Objective, model: Classifier, keep: int = 2) -> None:
         self.objective, self.model, self.keep = objective, model, keep
@@ -98,7 +99,7 @@ class RememberedScores:
     def success(self, model: Classifier, X: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         scores = self.scores(model, X)
         with torch.no_grad():
-            return self.objective.success_of_predicted(model.predicted_index(X.to(model.dtype), scores), labels)
+            return self.objective.success_of_predicted(model.predicted_index(X, scores), labels)
 
     def gradient(self, model: Classifier, X: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return self.objective.gradient(model, X, labels)

@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping
 from transferlab import models
 from transferlab.errors import ConfigError
 from transferlab.experiments.config import ExperimentConfig
-from transferlab.experiments.data import image_shape
+from transferlab.experiments.data import load_dataset
 
 WHITE_BOX, TRANSFER = "white-box", "transfer"
 
@@ -138,8 +138,9 @@ def create_model(config: ExperimentConfig, name: str, repetition: int, draw: int
         if hasattr(model, key) and isinstance(getattr(model, key), list):
             setattr(model, key, tuple(getattr(model, key)))
     if getattr(model, "image_shape", ()) is None:
-        # image models take the shape from the data (e.g. 62×47 faces), unless the config overrides it
-        model.image_shape = image_shape(config)
+        # image models take the shape from the data (e.g. 62×47 faces), unless the config overrides it (the config
+        # refuses them with dataset.select_features, which leaves no image)
+        model.image_shape = load_dataset(config).image_shape
     return model
 
 

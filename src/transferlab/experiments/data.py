@@ -47,13 +47,6 @@ def load_dataset(config: ExperimentConfig) -> datasets.Dataset:
     return cached(("dataset", *_data_key(config)), make)
 
 
-def image_shape(config: ExperimentConfig) -> tuple[int, int] | None:
-    """The (height, width) of the run's rows when they are whole images: the dataset's, and None once
-    ``dataset.select_features`` has cut the rows to some of their pixels (as :meth:`Dataset.select_columns`
-    drops it)."""
-    return load_dataset(config).image_shape if config.dataset.select_features is None else None
-
-
 def load_split(config: ExperimentConfig, repetition: int) -> datasets.Split:
     """The parts of one repetition; with ``dataset.select_features`` every part keeps the top-k features chosen on
     the target training part."""

@@ -29,7 +29,7 @@ from transferlab.experiments.artifacts import ModelArtifact, point_arrays, point
 from transferlab.experiments.common import (TRANSFER, WHITE_BOX, Cell, assemble_surrogate, check_devices,
                                             check_model_sizes, create_model, draws_of, model_folder,
                                             surrogate_cells, target_cell, train_cells, trained_model)
-from transferlab.experiments.data import cached, image_shape, load_dataset, load_split
+from transferlab.experiments.data import cached, load_dataset, load_split
 from transferlab.experiments.saved import check_saved_models, is_differentiable, obtain_model
 from transferlab.experiments.config import ExperimentConfig
 
@@ -308,7 +308,7 @@ def craft(config: ExperimentConfig, cell: Cell, inputs: Mapping[str, ModelArtifa
         arrays = {}
         for eps, points in crafted.items():
             arrays.update(point_arrays(f"eps_{eps:g}", points))
-        artifacts[points_file(cell)] = points_artifact(image_shape(config), y=y, **arrays)
+        artifacts[points_file(cell)] = points_artifact(test.image_shape, y=y, **arrays)
     return {"n_points": len(y)}, {"results": results, "metrics": metric_rows}, artifacts
 
 

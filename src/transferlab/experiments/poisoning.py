@@ -26,7 +26,7 @@ from transferlab import metrics, models
 from transferlab.experiments.artifacts import ModelArtifact, points_artifact, points_file
 from transferlab.experiments.common import (TRANSFER, WHITE_BOX, Cell, check_devices, check_model_sizes,
                                             create_model, model_folder, train_cells)
-from transferlab.experiments.data import image_shape, load_dataset, load_split
+from transferlab.experiments.data import load_dataset, load_split
 from transferlab.experiments.saved import check_saved_models, retrainable_target
 from transferlab.experiments.config import ExperimentConfig
 
@@ -156,7 +156,7 @@ def craft(config: ExperimentConfig, cell: Cell):
             # the points' own start (a chained attacker's given rows have no training index), else their draw
             X_start = r.X_start if r.X_start is not None else source_data.X[r.initial_indices]
             artifacts[points_file(replace(cell, poison_fraction=poison_fraction))] = points_artifact(
-                image_shape(config), X=r.X_p.astype(np.float32), y=r.y_p,
+                source_data.image_shape, X=r.X_p.astype(np.float32), y=r.y_p,
                 X_start=X_start.astype(np.float32))
         infos.append({"n_points": n_points, "validation_loss_clean": r.validation_loss_clean,
                       "validation_loss_poisoned": r.validation_loss_poisoned, "passes": r.passes,

@@ -102,8 +102,8 @@ _WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.ER
 def _check_folder(out: str | os.PathLike) -> Path:
     """The run folder's path, checked without writing anything: not a file, and no symbolic link inside (a planted
     link could make the run write or delete outside its folder)."""
-    if isinstance(out, str) and not out.strip():  # an empty variable would name the current folder
-        raise ConfigError("--out is empty; give a run folder")
+    if isinstance(out, str) and not out.strip():  # an empty shell variable: Path("") is the current folder
+        raise ConfigError("--out is empty; give a run folder, or leave --out out for runs/<config name>")
     run_dir = Path(out).resolve()
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"--out {run_dir} is a file, not a folder; choose a folder for the run")

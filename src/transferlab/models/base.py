@@ -225,8 +225,8 @@ class Classifier(BaseEstimator):
         return self.decision_function(X).argmax(axis=1)
 
     def predicted_index(self, X: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        """The class index :meth:`predict` gives each row of the tensor ``X`` (in the model's dtype and device),
-        from its ``scores``: the highest score. A model whose prediction follows another rule overrides it (a
+        """The class index :meth:`predict` gives each row of the tensor ``X`` (on the model's device), from its
+        ``scores``: the highest score. A model whose prediction follows another rule overrides it (a
         wrapped multiclass SVC: libsvm's vote), so an attack counts a point as evaded exactly where the model's
         prediction changes."""
         return scores.argmax(1)

@@ -105,7 +105,7 @@ class SklearnModel(EstimatorWrapper):
     def predicted_index(self, X: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         if not hasattr(self.head_, "predict_index"):
             return scores.argmax(1)
-        return self.head_.predict_index(self.transforms_(X))
+        return self.head_.predict_index(self.transforms_(X.to(self.dtype)))
 
     def predict(self, X: Any) -> np.ndarray:
         """Indices into ``classes_`` of the estimator's prediction (for an SVC, libsvm's vote rule)."""

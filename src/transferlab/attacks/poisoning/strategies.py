@@ -232,8 +232,9 @@ def padded(problem: Problem, X_s: np.ndarray, y_s: np.ndarray, labels: np.ndarra
     """The given points plus one point per entry of ``labels`` placed where it leaves the surrogate trained with
     the given points unchanged (:meth:`Family.inert_points`: exactly for the SVMs and ridge, nearly for logistic
     regression, whose corner points still pull with weight σ(−margin) — the validation loss moved by 3e-8 of
-    itself for ``logistic_h`` on the embedded MNIST89, margin 42, while the strongly regularised ``logistic_l`` reaches margin 5 there and its loss moves by 7e-4), not optimised: what a larger attacker can always do, so that it never does worse than a
-    smaller one whose points it was given."""
+    itself for ``logistic_h`` on the embedded MNIST89, margin 42, while the strongly regularised ``logistic_l``
+    reaches margin 5 there and its loss moves by 7e-4), not optimised: what a larger attacker can always do, so
+    that it never does worse than a smaller one whose points it was given."""
     session = problem.family.session(problem.X_train, problem.y_train, problem.X_val, problem.y_val)
     clean_fit = session.fit(X_s[:0], y_s[:0])
     given = session.fit(X_s, y_s, warm=clean_fit)
