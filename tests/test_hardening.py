@@ -252,16 +252,14 @@ def test_workers_end_with_their_parent(tmp_path):
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     deadline = time.time() + 10
-    while time.time() < deadline and any(Path(f"/proc/{pid}").exists() and
-                                         "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]
-                                         for pid in children):
+    while time.time() < deadline and _alive(children):
         time.sleep(0.2)
-    alive = [pid for pid in children if Path(f"/proc/{pid}").exists()
-             and Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"]
+    alive = _alive(children)
     assert not alive, f"workers {alive} outlived their parent"
 
 
 def _alive(pids):
+    """The processes of ``pids`` still running (neither gone nor zombies)."""
     return [pid for pid in pids if Path(f"/proc/{pid}").exists()
             and Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"]
 
@@ -296,7 +294,9 @@ def test_ctrl_c_stops_a_run_with_workers_and_the_run_resumes(tmp_path):
         process.communicate()
         raise AssertionError("the interrupted run did not exit") from None
     assert process.returncode != 0 and "Traceback" not in err, err
-    time.sleep(0.5)
+    deadline = time.time() + 10
+    while time.time() < deadline and _alive(children):
+        time.sleep(0.2)
     assert not _alive(children), "workers outlived the interrupted run"
     assert not (out / "results.csv").exists()
     resumed = run_in_process("run", str(config), "--out", str(out))  # and the run goes on where it stopped
