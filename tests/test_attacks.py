@@ -150,6 +150,29 @@ def test_targeted_attack_on_multiclass_problem():
     assert np.mean(model.predict(r.x_adv) == target) == r.success.mean()
 
 
+def test_security_curve_at_zero_counts_success_as_its_attack_does():
+    """ε = 0 is the share of unperturbed points the attack already counts as a success, with the labels the
+    attack takes (class indices), not the model's ``predict`` against them: a model fitted on digits 3 and 7 had
+    every point counted as misclassified at ε = 0; a targeted attack counts the points already in the target."""
+    rng = np.random.default_rng(0)
+    X = rng.random((80, 5))
+    labels = np.where(X[:, 0] > 0.5, 7, 3)
+    model = models.create("logistic_h").fit(X, labels)
+    index = np.searchsorted(model.classes_, labels)
+    clean_error = float(np.mean(model.predict(X) != labels))
+    assert clean_error < 0.1
+    curve = attacks.security_curve(attacks.PGDLineSearch(norm=2), model, X, index, [0, 0.1])
+    assert curve.error[0] == pytest.approx(clean_error, abs=1e-12)
+    assert curve.error[1] >= curve.error[0]
+    with pytest.raises(DataError, match=r"class labels \[3, 7\].*np.searchsorted\(model.classes_, y\)"):
+        attacks.PGDLineSearch(norm=2).run(model, X, labels)
+    targeted = attacks.PGDLineSearch(norm=2, objective=attacks.Objective("margin", targeted=True))
+    target = np.ones(80, dtype=int)
+    expected = float(np.mean(model.predict(X) == 7))
+    assert 0.2 < expected < 0.8
+    assert attacks.security_curve(targeted, model, X, target, [0]).error[0] == pytest.approx(expected, abs=1e-12)
+
+
 def test_l1_feature_addition_on_binary_features():
     rng = np.random.default_rng(0)
     X = (rng.random((200, 40)) < 0.3).astype(float)
@@ -214,7 +237,7 @@ from hypothesis import strategies as st  # noqa: E402
 from hypothesis.extra.numpy import arrays  # noqa: E402
 
 from transferlab.attacks import line_search, paths  # noqa: E402
-from transferlab.attacks.base import BOUND_TOL  # noqa: E402
+from transferlab.attacks.base import BOUND_TOL, movable  # noqa: E402
 from transferlab.attacks.constraints import Intersection  # noqa: E402
 
 D = 7
@@ -433,9 +456,9 @@ def test_an_attack_refuses_the_settings_of_another_attack_even_a_subclass():
 @settings(max_examples=40, deadline=None)
 @given(ball_box_problem())
 def test_free_gradient_frees_the_coordinates_the_box_does_not_block(data):
-    """The chord search's free gradient keeps exactly the coordinates ``EvasionAttack._movable`` calls movable
-    (room beyond BOUND_TOL in the direction of the gradient), on boxes with degenerate coordinates (lb = ub) and
-    points on their bounds, and a float32 gradient gives the float64 one's result."""
+    """The chord search's free gradient keeps exactly the coordinates that :func:`~transferlab.attacks.base.movable`
+    calls movable (room beyond BOUND_TOL in the direction of the gradient), on boxes with degenerate coordinates
+    (lb = ub) and points on their bounds, and a float32 gradient gives the float64 one's result."""
     x0, delta, lb, ub, eps = data
     # rooms of 0 or at least 1e-6 (not within rounding of BOUND_TOL, where the two tests may round differently)
     lb, ub = torch.where(x0 - lb < 1e-6, x0, lb), torch.where(ub - x0 < 1e-6, x0, ub)
@@ -445,12 +468,12 @@ def test_free_gradient_frees_the_coordinates_the_box_does_not_block(data):
     grad = delta.flip(1)
     lo, hi = lb - x0, ub - x0
     free = line_search.free_gradient(grad, x - x0, lo + BOUND_TOL, hi - BOUND_TOL)
-    movable = attacks.PGDLineSearch()._movable(x, grad, lb, ub)
-    torch.testing.assert_close(free, torch.where(movable, grad, 0.0), rtol=0, atol=0)
+    free_mask = movable(x, grad, lb, ub)
+    torch.testing.assert_close(free, torch.where(free_mask, grad, 0.0), rtol=0, atol=0)
     g32 = grad.float()
     free32 = line_search.free_gradient(g32, x - x0, lo + BOUND_TOL, hi - BOUND_TOL)
     assert free32.dtype == torch.float64
-    torch.testing.assert_close(free32, torch.where(movable, g32.double(), 0.0), rtol=0, atol=0)
+    torch.testing.assert_close(free32, torch.where(free_mask, g32.double(), 0.0), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("norm", [2, "inf"])

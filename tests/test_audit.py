@@ -32,6 +32,79 @@ def test_the_prediction_is_exact_for_linear_models_without_a_box(parts, eps):
     assert np.array_equal(predicted[decided], measured[decided])
 
 
+def test_the_prediction_steps_only_where_the_box_lets_it():
+    """Points with some coordinates at the box's lower bound and the rest well inside it: a step of a linear
+    surrogate cannot darken a coordinate at 0, so the attack's optimum over the ball and the box moves the free
+    coordinates only, and the prediction along the box-blocked direction is exact; the unblocked direction
+    (the box ignored) predicts other points."""
+    rng = np.random.default_rng(3)
+    X = rng.uniform(0.4, 0.6, (300, 12))
+    X[:, :6] = rng.random((300, 6)) < 0.5  # half the features at 0 or 1: the ones that decide the class
+    y = (X[:, :6].sum(1) + (X[:, 6:] - 0.5).sum(1) + 0.3 * rng.standard_normal(300) > 3).astype(int)
+    target = models.create("logistic_h").fit(X, y)
+    surrogate = models.create("svm_h").fit(X, y)
+    eps = 0.1  # no coordinate reaches a face it did not start on
+    x_adv = attacks.PGDLineSearch(norm=2, eps=eps, lb=0.0, ub=1.0).run(surrogate, X, y).x_adv
+    margin_after = target.loss(x_adv, y)
+    decided = np.abs(margin_after) > 1e-6
+    assert decided.mean() > 0.9
+    boxed = predicted_evasion(target, surrogate, X, y, eps, lb=0.0, ub=1.0)
+    assert np.array_equal(boxed[decided], (margin_after > 0)[decided])
+    assert 0.05 < boxed.mean() < 0.95
+    assert not np.array_equal(boxed, predicted_evasion(target, surrogate, X, y, eps))
+
+
+def test_the_prediction_under_feature_addition_adds_the_best_feature():
+    """ℓ1 with ε = 1 on binary features, feature addition only: the best an attack can do on a linear target is
+    to add the absent feature of largest gain; with the target as surrogate the prediction is exactly that (a
+    removal, which the unconstrained ℓ1 direction may choose, is not allowed). Sparse rows give the same rows."""
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(0)
+    X = (rng.random((200, 30)) < 0.3).astype(float)
+    y = (X[:, :15].sum(1) > X[:, 15:].sum(1)).astype(int)
+    model = models.create("svm_l", C=1.0).fit(X, y)
+    gradient = model.input_gradient(X, y)
+    addable = np.where(X == 0, gradient, -np.inf).max(1)
+    exact = model.loss(X, y) + np.maximum(addable, 0.0) > 0
+    pieces = (attacks.FeatureAdditionOnly(),)
+    predicted = predicted_evasion(model, model, X, y, 1.0, norm=1, lb=0.0, ub=1.0, constraints=pieces)
+    assert np.array_equal(predicted, exact)
+    assert not np.array_equal(predicted_evasion(model, model, X, y, 1.0, norm=1, lb=0.0, ub=1.0), exact)
+    dense_rows = audit(model, {"m": model}, X, y, [1.0], norm=1, lb=0.0, ub=1.0, constraints=pieces)
+    sparse_rows = audit(model, {"m": model}, sp.csr_matrix(X), y, [1.0], norm=1, lb=0.0, ub=1.0,
+                        constraints=pieces)
+    assert dense_rows[0].predicted == pytest.approx(float(exact.mean()), abs=1e-12)
+    for a, b in zip(dense_rows, sparse_rows):
+        assert (a.S, a.R, a.predicted) == pytest.approx((b.S, b.R, b.predicted), rel=1e-12, abs=1e-12)
+
+
+def test_the_prediction_reads_the_target_margin_whatever_the_attacker_loss(parts):
+    """A point evades where the target's margin loss turns positive: with the cross-entropy loss (always > 0)
+    the prediction at a vanishing budget is the clean error, not 1."""
+    target = models.create("logistic_h").fit(parts.target.X, parts.target.y)
+    surrogate = models.create("nn_l").fit(parts.surrogate.X, parts.surrogate.y)
+    X, y = parts.test.X, parts.test.y
+    clean = float(np.mean(target.predict(X) != y))
+    rows = audit(target, {"nn_l": surrogate}, X, y, [1e-9, 2.0], loss="cross_entropy")
+    assert rows[0].predicted == pytest.approx(clean, abs=1e-12)
+    assert rows[1].predicted > rows[0].predicted
+
+
+def test_audit_refuses_what_is_not_a_model_or_a_mapping(parts):
+    from sklearn.linear_model import LogisticRegression
+
+    X, y = parts.test.X, parts.test.y
+    model = models.create("logistic_l").fit(parts.target.X, parts.target.y)
+    raw = LogisticRegression().fit(parts.target.X, parts.target.y)
+    for target, surrogates, message in [(model, [model], "give a dict"), (model, {}, "give a dict"),
+                                        (model, {"s": []}, "surrogate 's': give a model"),
+                                        (model, {"s": raw}, "not a transferlab model; wrap"),
+                                        (raw, {"s": model}, "target: LogisticRegression is not a transferlab")]:
+        with pytest.raises(ConfigError, match=message):
+            audit(target, surrogates, X, y, [1.0])
+
+
 def test_audit_ranks_surrogates_and_computes_s_r_v(parts):
     target = models.create("svm_rbf_h").fit(parts.target.X, parts.target.y)
     draws = [models.create("logistic_l").fit(d.X, d.y) for d in (parts.surrogate_subsample(1.0, k) for k in range(3))]

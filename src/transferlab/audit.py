@@ -5,9 +5,11 @@ Linearising the target's loss ℓ around a point x, an attack that moves x by ε
 ascent direction d̂ (unit in ℓp: ∇ℓ̂/‖∇ℓ̂‖₂ for p = 2, sign ∇ℓ̂ for p = ∞, the largest coordinate for p = 1; Eq. 15)
 raises the target's loss by Δℓ ≈ ε ∇ℓᵀd̂, which for p = 2 is ε‖∇ℓ‖₂ cos(∇ℓ̂, ∇ℓ) = ε·S·R (Eq. 16). With the margin
 loss ℓ = max_{c≠y} f_c − f_y, a point is misclassified when ℓ > 0, so a point is *predicted to evade* when
-ℓ(x) + ε ∇ℓ(x)ᵀd̂(x) > 0, and the predicted transfer rate is the fraction of such points. The box is ignored and
-the loss is taken as linear, so the prediction is first-order: exact for a linear target with no binding box, and
-worse as ε grows or the target bends (RBF SVMs, networks).
+ℓ(x) + ε ∇ℓ(x)ᵀd̂(x) > 0, and the predicted transfer rate is the fraction of such points. d̂ moves only the
+coordinates that the threat model lets a step leave x along (the box, feature addition only, a mask: a pixel at 0
+is not darkened, a feature not removed), as an attack's first step does; beyond that the constraints are ignored
+and the loss is taken as linear, so the prediction is first-order: exact for a linear target with no binding box,
+and worse as ε grows or the target bends (RBF SVMs, networks).
 
 A target without input gradient (a forest, a black-box saved model: gradient boosting, an ONNX detector) has no S,
 R or prediction: its rows hold NaN there, with a note saying why, V of each surrogate (a property of the surrogate),
@@ -23,12 +25,14 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 from scipy import stats
 
 from transferlab import metrics
-from transferlab.attacks.base import steepest_direction
-from transferlab.attacks.constraints import dual_norm, parse_norm
+from transferlab.attacks.base import movable, steepest_direction
+from transferlab.attacks.constraints import Box, Constraint, Intersection, dual_norm, parse_norm
+from transferlab.attacks.registry import threat_model
 from transferlab.errors import ConfigError, DataError
 from transferlab.models.base import Classifier, check_X, check_y
 
@@ -120,32 +124,73 @@ def check_names(names: Any, field: str = "surrogates") -> list[str] | None:
     return out
 
 
-def predicted_evasion(target: Classifier, surrogate: Classifier, X: np.ndarray, y: np.ndarray, eps: float,
-                      norm: Any = 2, loss: str = "margin") -> np.ndarray:
-    """Per point: whether ℓ(x) + ε ∇ℓ(x)ᵀd̂(x) > 0, d̂ the surrogate's unit steepest-ascent direction."""
+def linearised_margin(target: Classifier, surrogate: Classifier, X: Any, y: np.ndarray, norm: Any = 2,
+                      loss: str = "margin", lb: Any = None, ub: Any = None, constraints: Sequence[Constraint] = (),
+                      target_gradient: Any = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per point: the target's margin loss ℓ(x) (> 0: misclassified) and its first-order increase per unit of
+    budget along the transferred step, ∇ℓ(x)ᵀd̂(x) (paper Eq. 16), d̂ the surrogate's unit steepest-ascent
+    direction of the attacker's ``loss`` (Eq. 15) over the coordinates the threat model lets an attack move from x:
+    the box [lb, ub] and the box-like pieces of ``constraints`` (feature addition only, a mask) block a coordinate
+    at its bound in the gradient's direction, as the attacks' own steps do. ``target_gradient`` optionally passes
+    the target's margin-loss input gradient at (X, y), already computed."""
     p = parse_norm(norm)
-    target_grad = torch.as_tensor(target.input_gradient(X, y, loss))
-    direction = steepest_direction(torch.as_tensor(surrogate.input_gradient(X, y, loss)), p)
-    gain = (target_grad * direction).reshape(len(X), -1).sum(1).numpy()
-    return target.loss(X, y, loss) + eps * gain > 0
+    if target_gradient is None:
+        target_gradient = target.input_gradient(X, y, "margin")
+    target_grad = torch.as_tensor(target_gradient)
+    surrogate_grad = torch.as_tensor(surrogate.input_gradient(X, y, loss))
+    x0 = torch.as_tensor(X.toarray() if sp.issparse(X) else np.asarray(X), dtype=surrogate_grad.dtype)
+    lower, upper = Intersection(Box(lb, ub), *constraints).bounds(x0)
+    direction = steepest_direction(surrogate_grad, p, movable(x0, surrogate_grad, lower, upper))
+    gain = (target_grad * direction).reshape(x0.shape[0], -1).sum(1).numpy()
+    return target.loss(X, y, "margin"), gain
+
+
+def predicted_evasion(target: Classifier, surrogate: Classifier, X: Any, y: np.ndarray, eps: float,
+                      norm: Any = 2, loss: str = "margin", lb: Any = None, ub: Any = None,
+                      constraints: Sequence[Constraint] = ()) -> np.ndarray:
+    """Per point: whether ℓ(x) + ε ∇ℓ(x)ᵀd̂(x) > 0, the target's margin loss after the surrogate's step to first
+    order (:func:`linearised_margin`, paper Eq. 16): whether the transferred attack is predicted to evade."""
+    margin, gain = linearised_margin(target, surrogate, X, y, norm, loss, lb, ub, constraints)
+    return margin + eps * gain > 0
+
+
+def _models_of(name: Any, given: Any) -> list[Classifier]:
+    """The surrogate (first) and its resamples given for ``name`` in audit's ``surrogates``, checked."""
+    draws = list(given) if isinstance(given, (list, tuple)) else [given]
+    if not draws:
+        raise ConfigError(f"surrogate {name!r}: give a model, or a list of the surrogate and its resamples")
+    for model in draws:
+        if not isinstance(model, Classifier):
+            raise ConfigError(f"surrogate {name!r}: {type(model).__name__} is not a transferlab model; wrap a "
+                              "scikit-learn estimator with transferlab.models.wrap(...)")
+        if not model.differentiable:
+            raise ConfigError(f"surrogate {name!r} ({type(model).__name__}) has no input gradient: a surrogate "
+                              "crafts attacks along its gradient; audit differentiable surrogates")
+    return draws
 
 
 def audit(target: Classifier, surrogates: Mapping[str, Classifier | Sequence[Classifier]], X: Any, y: Any,
-          eps: Sequence[float], norm: Any = 2, loss: str = "margin") -> list[AuditRow]:
+          eps: Sequence[float], norm: Any = 2, loss: str = "margin", lb: Any = None, ub: Any = None,
+          constraints: Sequence[Constraint] = ()) -> list[AuditRow]:
     """S, R, V and the predicted transfer rate of each surrogate against ``target`` at each budget, on the points
     (X, y) (a few hundred suffice; dense or scipy sparse). A surrogate given as a list of models is the surrogate
-    (first) and its resamples (the others), from which V (Eq. 19) is computed. Rows are ranked per budget by
-    predicted rate.
+    (first) and its resamples (the others), from which V (Eq. 19) is computed. S, R and V are of the attacker's
+    ``loss``; a point is predicted to evade where the target's margin loss, moved to first order along the
+    surrogate's step (:func:`linearised_margin`), turns positive. The step moves the coordinates that the box
+    [``lb``, ``ub``] (none by default) and the box-like ``constraints`` (``attacks.FeatureAdditionOnly()``,
+    ``attacks.Mask(...)``; the threat model of a config: :func:`transferlab.attacks.threat_model`) let it move.
+    Rows are ranked per budget by predicted rate.
 
     A target without input gradient (``target.differentiable`` is False: a forest, a black-box model) gets rows
     with S, R and the prediction undefined (NaN, rank 0) and a note saying why; V is still computed. A surrogate
     must have an input gradient (a ConfigError names the one that has not)."""
     eps = check_budgets(eps)
-    for name, given in surrogates.items():
-        for model in (list(given) if isinstance(given, (list, tuple)) else [given]):
-            if not model.differentiable:
-                raise ConfigError(f"surrogate {name!r} ({type(model).__name__}) has no input gradient: a surrogate "
-                                  "crafts attacks along its gradient; audit differentiable surrogates")
+    if not isinstance(target, Classifier):
+        raise ConfigError(f"target: {type(target).__name__} is not a transferlab model; wrap a scikit-learn "
+                          "estimator with transferlab.models.wrap(...)")
+    if not isinstance(surrogates, Mapping) or not surrogates:
+        raise ConfigError("surrogates: give a dict {name: model} (or {name: [model, resample, ...]} for V)")
+    draws_of = {name: _models_of(name, given) for name, given in surrogates.items()}
     X = check_X(X, allow_sparse=True)
     y = check_y(y, X.shape[0])
     if X.shape[0] == 0:
@@ -153,20 +198,21 @@ def audit(target: Classifier, surrogates: Mapping[str, Classifier | Sequence[Cla
     q = dual_norm(parse_norm(norm))
     nan = float("nan")
     target_grad = target.input_gradient(X, y, loss) if target.differentiable else None
+    margin_grad = target_grad if loss == "margin" or target_grad is None else target.input_gradient(X, y, "margin")
     s_value = metrics.gradient_size(target_grad, q) if target_grad is not None else nan
     note = "" if target.differentiable else undefined_note(getattr(target, "name_", None) or type(target).__name__,
                                                            measured=False)
     rows: list[AuditRow] = []
-    for name, given in surrogates.items():
-        draws = list(given) if isinstance(given, (list, tuple)) else [given]
+    for name, draws in draws_of.items():
         surrogate = draws[0]
         r_value = nan if target_grad is None else \
             metrics.gradient_alignment(surrogate.input_gradient(X, y, loss), target_grad)
         v_value = metrics.loss_variance(np.stack([m.loss(X, y, loss) for m in draws])) if len(draws) > 1 \
             else nan
+        if target_grad is not None:
+            margin, gain = linearised_margin(target, surrogate, X, y, norm, loss, lb, ub, constraints, margin_grad)
         for e in eps:
-            rate = nan if target_grad is None else \
-                float(np.mean(predicted_evasion(target, surrogate, X, y, float(e), norm, loss)))
+            rate = nan if target_grad is None else float(np.mean(margin + e * gain > 0))
             rows.append(AuditRow(name, float(e), s_value, r_value, v_value, rate, note=note))
     if target_grad is None:
         return rows  # no prediction, no ranking
@@ -246,7 +292,7 @@ def audit_run(run_dir: Any, target: str, repetition: int = 0, fraction: float | 
                                                        stored, name)
                              for d in range(common.draws_of(config, name, config.variance.n_surrogates))]
                       for name in names}
-    rows = audit(target_model, models_by_name, X, y, budgets, config.attack.norm, config.attack.loss)
+    rows = audit(target_model, models_by_name, X, y, budgets, **_threat_model(config, test))
     measured = {(r["surrogate"], r["budget"]): r["error"] for r in measured_rows
                 if r["setting"] == "transfer" and r["target"] == target and r["repetition"] == repetition
                 and r["fraction"] == fraction}
@@ -309,11 +355,21 @@ def audit_config(config: Any, target: str, surrogates: Sequence[str] | str | Non
             draws.append(common.assemble_surrogate(config, common.surrogate_cells(config, repetition, name, 1.0, d),
                                                    lambda c: obtain_model(config, c.model, repetition, d, data), name))
         models_by_name[name] = draws
-    rows = audit(target_model, models_by_name, X, y, budgets, config.attack.norm, config.attack.loss)
+    rows = audit(target_model, models_by_name, X, y, budgets, **_threat_model(config, test))
     for row in rows:
         if row.note:
             row.note = undefined_note(target, measured=False)
     return rows
+
+
+def _threat_model(config: Any, test: Any) -> dict[str, Any]:
+    """audit's threat-model arguments from an evasion config: its norm, loss, box and pieces (the attacks' own,
+    :func:`transferlab.experiments.evasion.make_attack`)."""
+    from transferlab.experiments import evasion
+
+    a = config.attack
+    pieces = threat_model(a.feature_addition, a.binary, evasion.manipulable(config, test), a.quantize)
+    return {"norm": a.norm, "loss": a.loss, "lb": a.lb, "ub": a.ub, "constraints": pieces}
 
 
 def _check_repetition(repetition: Any, config: Any) -> None:

@@ -39,6 +39,27 @@ class AttackResult:
         return float(self.success.mean()) if self.success.size else 0.0
 
 
+def class_indices(model: Classifier, y: Any, n: int) -> np.ndarray:
+    """y as class indices 0..n_classes − 1 for the attacks (a DataError otherwise). Labels that are the model's
+    ``classes_`` but not indices (a model fitted on digits 8 and 9) are refused with how to map them: read as
+    labels where they are and as indices where they are not, the same y would mean different classes."""
+    try:
+        return check_y(y, n, model.n_classes_)
+    except DataError:
+        classes = getattr(model, "classes_", None)
+        values = np.asarray(y)
+        if classes is not None and values.shape == (n,) and np.isin(values, np.asarray(classes)).all():
+            raise DataError(f"y holds the model's class labels {shown(np.asarray(classes).tolist())}; attacks take "
+                            "class indices 0..n_classes − 1: pass np.searchsorted(model.classes_, y)") from None
+        raise
+
+
+def movable(x: torch.Tensor, grad: torch.Tensor, lb: torch.Tensor, ub: torch.Tensor) -> torch.Tensor:
+    """Coordinates where a step along ``grad`` is not blocked by the bounds [lb, ub] (a coordinate within
+    :data:`BOUND_TOL` of its bound counts as on it, so rounding noise cannot change the direction)."""
+    return ((grad > 0) & (x < ub - BOUND_TOL)) | ((grad < 0) & (x > lb + BOUND_TOL))
+
+
 def steepest_direction(grad: torch.Tensor, p: float, movable: torch.Tensor | None = None) -> torch.Tensor:
     """The unit-norm (in ℓp) direction of steepest ascent for a gradient (paper Eq. 15): g/‖g‖₂ for ℓ2, sign(g)
     for ℓ∞, and for ℓ1 the coordinate with the largest |g|. ``movable`` zeroes coordinates blocked by the box."""
@@ -119,18 +140,14 @@ class EvasionAttack:
         return Intersection(Ball(self.eps, self.p), Box(self.lb, self.ub), *self.constraints)
 
     def run(self, model: Classifier, X: Any, y: Any, init: Any = None) -> AttackResult:
-        """Attack every row of X (labels y: true labels, or target classes for a targeted objective); returns the
-        crafted points ``x_adv`` (numpy) with their per-sample diagnostics. ``init`` optionally gives starting
-        points (projected onto Φ). The attack itself is not changed by a run."""
-        model._check_fitted()
+        """Attack every row of X (y: the true classes, or the target classes for a targeted objective, as class
+        indices 0..n_classes − 1, the positions in ``model.classes_``); returns the crafted points ``x_adv``
+        (numpy) with their per-sample diagnostics. ``init`` optionally gives starting points (projected onto Φ).
+        The attack itself is not changed by a run."""
+        x0, labels = self._inputs(model, X, y)
         if not model.differentiable:
             raise NotDifferentiableError(f"{type(model).__name__} has no input gradient: craft the attack on a "
                                          "differentiable surrogate and evaluate the points on this model")
-        x0 = array_tensor(check_X(X), torch.float64, model.torch_device)
-        if x0.shape[0] == 0:
-            raise DataError("X has no rows: there is nothing to attack")
-        model.check_features(x0)
-        labels = torch.as_tensor(check_y(y, x0.shape[0], model.n_classes_), device=model.torch_device)
         attack = self._for_run(model)
         domain = attack.domain
         domain.check_start(x0)
@@ -160,6 +177,21 @@ class EvasionAttack:
         knows it."""
         return False
 
+    def clean_success(self, model: Classifier, X: Any, y: Any) -> np.ndarray:
+        """Per row of X, whether the unperturbed point already counts as a success of this attack (misclassified,
+        or in the target class), by the rule and the labels of :meth:`run`: the error at ε = 0."""
+        x0, labels = self._inputs(model, X, y)
+        return self.objective.success(model, x0, labels).cpu().numpy()
+
+    def _inputs(self, model: Classifier, X: Any, y: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rows of X as a float64 tensor on the model's device and y as class indices, both checked."""
+        model._check_fitted()
+        x0 = array_tensor(check_X(X), torch.float64, model.torch_device)
+        if x0.shape[0] == 0:
+            raise DataError("X has no rows: there is nothing to attack")
+        model.check_features(x0)
+        return x0, torch.as_tensor(class_indices(model, y, x0.shape[0]), device=model.torch_device)
+
     def _for_run(self, model: Classifier) -> EvasionAttack:
         """The attack that runs on ``model``: this one, or a copy set up for one run (never this one, changed)."""
         return self
@@ -168,7 +200,3 @@ class EvasionAttack:
                 domain: Intersection) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
-    def _movable(self, x: torch.Tensor, grad: torch.Tensor, lb: torch.Tensor, ub: torch.Tensor) -> torch.Tensor:
-        """Coordinates where a step along ``grad`` is not blocked by the box (a coordinate within 1e-10 of its
-        bound counts as on it, so rounding noise cannot change the direction)."""
-        return ((grad > 0) & (x < ub - BOUND_TOL)) | ((grad < 0) & (x > lb + BOUND_TOL))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from pydantic import Field, StrictBool, StrictInt
 
-from transferlab.attacks.base import EvasionAttack, steepest_direction, uniform_start
+from transferlab.attacks.base import EvasionAttack, movable, steepest_direction, uniform_start
 from transferlab.attacks.constraints import Intersection
 from transferlab.attacks.settings import MAX_SEED, MAX_STEPS, AttackSettings
 from transferlab.models.base import Classifier
@@ -47,4 +47,4 @@ class PGD(EvasionAttack):
         return best, torch.full((x.shape[0],), s.steps, device=x.device)
 
     def _direction(self, x: torch.Tensor, grad: torch.Tensor, lb: torch.Tensor, ub: torch.Tensor) -> torch.Tensor:
-        return steepest_direction(grad, self.p, self._movable(x, grad, lb, ub))
+        return steepest_direction(grad, self.p, movable(x, grad, lb, ub))

@@ -57,7 +57,7 @@ from typing import Any, Iterator
 import torch
 from pydantic import Field, StrictInt
 
-from transferlab.attacks.base import AttackResult, EvasionAttack, steepest_direction
+from transferlab.attacks.base import AttackResult, EvasionAttack, movable, steepest_direction
 from transferlab.attacks.constraints import Intersection
 from transferlab.attacks.line_search import (NEAR_TIE, Steps, domain_kind, free_gradient, tangent_rate,
                                              tie_tolerance)
@@ -302,7 +302,7 @@ class PGDLineSearch(EvasionAttack):
                 break
             xa, x0a, la, lba, uba, va = x[active], x0[active], labels[active], lb[active], ub[active], value[active]
             grad = self.objective.gradient(model, xa, la)
-            direction = steepest_direction(grad, self.p, self._movable(xa, grad, lba, uba))
+            direction = steepest_direction(grad, self.p, movable(xa, grad, lba, uba))
 
             bounds = (lba, uba)
 

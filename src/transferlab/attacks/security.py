@@ -54,8 +54,10 @@ def better_of(first: AttackResult, second: AttackResult) -> AttackResult:
 
 def security_curve(attack: EvasionAttack, model: Classifier, X: Any, y: Any, eps: Sequence[float],
                    warm_start: bool = False, double_init: bool = False, pool: Any = None) -> SecurityCurve:
-    """Error of ``model`` under ``attack`` at each budget in ``eps`` (sorted ascending); ε = 0 is never attacked
-    (its error is the clean error, its result None).
+    """Error of ``model`` under ``attack`` at each budget in ``eps`` (sorted ascending; y as :meth:`EvasionAttack.run
+    <transferlab.attacks.base.EvasionAttack.run>` takes it); ε = 0 is never attacked (its error is the share of
+    the unperturbed points that the attack already counts as a success, the clean error of an untargeted attack;
+    its result None).
 
     warm_start : each budget starts from the points found at the previous one (projected onto the new ball),
         which saves iterations and keeps the curve monotone for the line-searched attack.
@@ -70,7 +72,7 @@ def security_curve(attack: EvasionAttack, model: Classifier, X: Any, y: Any, eps
     errors, results, previous = [], [], None
     for e in eps:
         if e == 0:
-            errors.append(float(np.mean(model.predict(X) != np.asarray(y))))
+            errors.append(float(np.mean(attack.clean_success(model, X, y))))
             results.append(None)
             continue
         current = attack.with_eps(e)
