@@ -420,3 +420,95 @@ def test_csv_streamed_round_trip(tmp_path_factory, n_rows, n_features, data):
     ds = datasets.load("csv", path=str(path), label_column=where)
     assert np.array_equal(ds.X, X.reshape(n_rows, n_features))
     assert [ds.classes[k] for k in ds.y] == labels
+
+
+# ---- inputs that loaded as something else: no features, an empty or repeated label, complex numbers ------------
+def _npz_arrays(**arrays):
+    def write(folder):
+        np.savez(folder / "d.npz", **arrays)
+        return "npz", {"path": str(folder / "d.npz")}
+    return write
+
+
+def _bom_csv(text, **options):
+    def write(folder):
+        path = folder / "d.csv"
+        path.write_bytes(text.encode("utf-8-sig"))
+        return "csv", {"path": str(path), **options}
+    return write
+
+
+MISREAD = [
+    # no feature column: a label alone, or a file separated by ';' or tabs read as one column (0 features before)
+    ("csv: a label column only", _csv("label\n0\n1\n0\n1\n"), {},
+     r"d.csv, line 1 \(the header\): a single column \('label'\), no feature columns besides the label; is the "
+     r"file comma-separated\? add the feature columns"),
+    ("csv: separated by semicolons", _csv("a;b;label\n1;2;0\n3;4;1\n5;6;0\n"), {},
+     r"a single column \('a;b;label'\), no feature columns .* its header holds ';' characters: save it with ','"),
+    ("csv: separated by semicolons, label_column named", _csv("a;b;label\n1;2;0\n3;4;1\n", label_column="label"),
+     {}, r"no feature columns besides the label; is the file comma-separated\? its header holds ';' characters"),
+    ("csv: separated by tabs", _csv("a\tb\tlabel\n1\t2\t0\n3\t4\t1\n"), {}, r"its header holds tab characters"),
+    ("drebin-csv: a class column only", _drebin_csv("class\nS\nB\n"), {}, r"no feature columns besides the label"),
+    ("npz: X with no columns", _npz_arrays(X=np.zeros((4, 0)), y=np.array([0, 1, 0, 1])), {},
+     r"d.npz: X has shape \(4, 0\), no feature columns"),
+    # an empty label cell was a class named ''
+    ("csv: an empty label cell", _csv("a,b,label\n1,2,cat\n3,4,\n5,6,dog\n"), {},
+     r"d.csv, line 3, column 'label': the label cell is empty"),
+    ("csv: a label cell of spaces", _csv("label,a\ncat,1\n  ,2\ndog,3\n", label_column="label"), {},
+     r"line 3, column 'label': the label cell is empty"),
+    # a repeated label column name: label_column="label" took the first, the other became a feature
+    ("csv: the label column's name twice", _csv("label,x,label\n1,0.5,0\n3,0.1,1\n", label_column="label"), {},
+     r"d.csv, line 1 \(the header\): columns 1 and 3 \(counting from 1\) are both named 'label', the label "
+     r"column's name; rename all but one"),
+    ("csv: the default label column's name twice", _csv("y,x,y\n1,0.5,0\n3,0.1,1\n"), {},
+     r"columns 1 and 3 \(counting from 1\) are both named 'y'"),
+    ("csv: the label column's name three times, by index", _csv("l,l,x,l\n1,2,3,0\n1,2,3,1\n", label_column=1), {},
+     r"columns 1, 2 and 4 \(counting from 1\) are all named 'l'"),
+    ("drebin-csv: the class column's name twice", _drebin_csv("class,f1,class\nS,1,S\nB,0,B\n"), {},
+     r"columns 1 and 3 \(counting from 1\) are both named 'class'"),
+    # complex arrays lost their imaginary part with only a ComplexWarning
+    ("npz: complex X", _npz_arrays(X=np.array([[1 + 2j, 2], [3, 4j]]), y=np.array([0, 1])), {},
+     r"d.npz: X is complex \(dtype complex128\); transferlab reads real features only"),
+    ("npz: complex y", _npz_arrays(X=np.eye(2), y=np.array([0j, 1 + 0j])), {},
+     r"d.npz: y is complex \(dtype complex128\); transferlab reads real labels only"),
+    # a byte-order mark does not hide what follows it
+    ("csv: not UTF-8 after a byte-order mark", lambda folder: ("csv", {"path": str(_latin_after_bom(folder))}), {},
+     r"d.csv is not UTF-8 text \(line 3\)"),
+]
+
+
+def _latin_after_bom(folder: Path) -> Path:
+    path = folder / "d.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + "a,label\n1,x\n2,caf\xe9\n".encode("latin-1"))
+    return path
+
+
+@pytest.mark.parametrize("what, writer, patched, message", MISREAD, ids=[c[0] for c in MISREAD])
+def test_misread_inputs_are_refused(tmp_path, monkeypatch, what, writer, patched, message):
+    test_catalogue_of_bad_data(tmp_path, monkeypatch, what, writer, patched, message)
+
+
+def test_a_byte_order_mark_is_dropped(tmp_path):
+    """Excel's "CSV UTF-8" starts with a byte-order mark, which stayed in the first column's name."""
+    _, options = _bom_csv("label,a,b\n0,1,2\n1,3,4\n", label_column="label")(tmp_path)
+    ds = datasets.load("csv", **options)
+    assert ds.X.tolist() == [[1.0, 2.0], [3.0, 4.0]] and ds.classes == ["0", "1"]
+    (tmp_path / "drebin").mkdir()
+    _, options = _bom_csv("class,f1,f2\nS,1,0\nB,0,1\n")(tmp_path / "drebin")
+    ds = datasets.load("drebin-csv", **options)
+    assert ds.feature_names == ["f1", "f2"] and ds.y.tolist() == [1, 0]
+
+
+def test_whole_number_labels_are_integers(tmp_path):
+    """'1', '+1' and '1.0' are one class, as the npz loader reads 1.0 as 1; they were three text classes."""
+    path = _text(tmp_path, "d.csv", "a,b,label\n1,2,1\n3,4,+1\n5,6,0\n7,8,1.0\n9,0,-1\n1,1,-1.00\n2,2,+0.0\n")
+    ds = datasets.load("csv", path=str(path))
+    assert ds.classes == ["-1", "0", "1"] and ds.y.tolist() == [2, 2, 1, 2, 0, 0, 1]
+    text = _text(tmp_path, "t.csv", "a,label\n1,1\n2,1.5\n3,+1\n4,cat\n")  # not all whole numbers: text, as written
+    assert datasets.load("csv", path=str(text)).classes == ["+1", "1", "1.5", "cat"]
+
+
+def test_repeated_feature_names_are_read(tmp_path):
+    """Only the label column's name must be unique: feature columns are read by position."""
+    path = _text(tmp_path, "d.csv", "x,x,label\n1,2,0\n3,4,1\n")
+    assert datasets.load("csv", path=str(path), label_column="label").X.tolist() == [[1.0, 2.0], [3.0, 4.0]]

@@ -37,7 +37,9 @@ MAX_NPZ_BYTES = 1 << 32
 #: the longest cell (characters) a CSV file may hold: numbers and class labels are far shorter; a longer cell is
 #: refused, naming its line and column, before it is parsed
 MAX_CELL_CHARS = 1_000
-_INT_LABEL = re.compile(r"-?[0-9]{1,18}")  # labels read as integers (int64); other text labels are names
+#: labels read as integers (int64) when every label matches: ``1``, ``+1``, ``-1``, ``1.0`` (a zero fraction, as the
+#: npz loader reads 1.0 as 1); other text labels are class names
+_INT_LABEL = re.compile(r"[+-]?[0-9]{1,18}(?:\.0*)?")
 
 
 def check_npz_size(path: Path, limit: int = MAX_NPZ_BYTES) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
@@ -99,11 +101,13 @@ def load_npz(path: str | os.PathLike, x_key: str = "X", y_key: str = "y", name: 
     headers = check_npz_size(path)
     if x_key not in headers or y_key not in headers:
         raise DataError(f"{path} must hold arrays {x_key!r} and {y_key!r}; it holds {sorted(headers)}")
-    (x_shape, x_dtype), (y_shape, _) = headers[x_key], headers[y_key]
+    (x_shape, x_dtype), (y_shape, y_dtype) = headers[x_key], headers[y_key]
     if len(x_shape) != 2 or len(y_shape) != 1:
         raise DataError(f"{path}: {x_key} must be 2-D and {y_key} 1-D, got {x_shape} and {y_shape}")
-    if not np.issubdtype(x_dtype, np.number):
-        raise DataError(f"{path}: {x_key} must be numeric, got dtype {x_dtype}")
+    _check_npz_dtypes(path, x_key, x_dtype, y_key, y_dtype)
+    if x_shape[1] == 0:
+        raise DataError(f"{path}: {x_key} has shape {x_shape}, no feature columns; save the features as a 2-D "
+                        "array of one row per point and one column per feature")
     check_width(x_shape[1], str(path), f", array {x_key!r}")
     size = x_shape[0] * x_shape[1] * 8
     if size > limits.MAX_DENSE_BYTES:
@@ -115,18 +119,42 @@ def load_npz(path: str | os.PathLike, x_key: str = "X", y_key: str = "y", name: 
             X, raw_y = np.asarray(npz[x_key]), np.asarray(npz[y_key])
     except (OSError, ValueError, zlib.error, EOFError) as exc:
         raise DataError(f"{path} is not a readable npz file ({exc})") from None
-    if X.ndim != 2 or raw_y.ndim != 1:
-        raise DataError(f"{path}: {x_key} must be 2-D and {y_key} 1-D, got {X.shape} and {raw_y.shape}")
-    if not np.issubdtype(X.dtype, np.number):
-        raise DataError(f"{path}: {x_key} must be numeric, got dtype {X.dtype}")
+    if X.ndim != 2 or raw_y.ndim != 1 or X.shape[1] == 0:
+        raise DataError(f"{path}: {x_key} must be 2-D with at least one column and {y_key} 1-D, got {X.shape} and "
+                        f"{raw_y.shape}")
+    _check_npz_dtypes(path, x_key, X.dtype, y_key, raw_y.dtype)
     y, classes = _encode_labels(raw_y, str(path))
     return Dataset(X.astype(np.float64, copy=False), y, classes, name or path.stem)
+
+
+def _check_npz_dtypes(path: Path, x_key: str, x_dtype: np.dtype, y_key: str, y_dtype: np.dtype) -> None:
+    """Refuse a non-numeric or complex X, and complex labels: casting would drop the imaginary part silently."""
+    if not np.issubdtype(x_dtype, np.number):
+        raise DataError(f"{path}: {x_key} must be numeric, got dtype {x_dtype}")
+    for key, dtype, what in ((x_key, x_dtype, "features"), (y_key, y_dtype, "labels")):
+        if dtype.kind == "c":
+            raise DataError(f"{path}: {key} is complex (dtype {dtype}); transferlab reads real {what} only and "
+                            f"never drops an imaginary part: save {key}.real, or np.abs({key}), if that is what "
+                            "you mean")
 
 
 def label_column_index(label_column: str | int | None, header: list[str], path: Path) -> int:
     """The index of ``label_column`` in ``header``: a column name, an index 0..N-1 (an int, or text of digits),
     or None for the last column. A negative or too large index is an error (no wrap-around: it would silently
-    take another column as the labels)."""
+    take another column as the labels), and so is a label column whose name another column also has."""
+    index = _label_index(label_column, header, path)
+    same = [c + 1 for c, h in enumerate(header) if h == header[index]]
+    if len(same) > 1:
+        shown = (", ".join(map(str, same[:-1])) + f" and {same[-1]} (counting from 1)" if len(same) <= 5
+                 else ", ".join(map(str, same[:5])) + f", ... ({len(same):,} in all, counting from 1)")
+        raise DataError(f"{path}, line 1 (the header): columns {shown} are "
+                        f"{'all' if len(same) > 2 else 'both'} named {header[index][:60]!r}, the label column's "
+                        "name; rename all but one of them, so that the label column is unambiguous")
+    return index
+
+
+def _label_index(label_column: str | int | None, header: list[str], path: Path) -> int:
+    """The index :func:`label_column_index` returns, before its check of repeated names."""
     n = len(header)
     if label_column is None:
         return n - 1
@@ -153,8 +181,10 @@ def read_csv_rows(path: Path, label_column: str | int | None) -> tuple[list[str]
     ``header`` holds the stripped header cells and the label index comes from :func:`label_column_index`.
     ``rows`` yields ``(line, cells)`` for each data row, ``line`` being the number of the file's line where the
     row ends; trailing empty lines are dropped, and an empty line between rows, a row shorter or longer than the
-    header, or a cell longer than :data:`MAX_CELL_CHARS` raise a :class:`DataError` naming the line. The header
-    may have at most :data:`~transferlab.datasets.dataset.MAX_FEATURES` + 1 columns. Memory: one row at a time.
+    header, or a cell longer than :data:`MAX_CELL_CHARS` raise a :class:`DataError` naming the line. A leading
+    UTF-8 byte-order mark (Excel's "CSV UTF-8") is dropped. The header must have at least 2 columns (a label and a
+    feature; a file separated by ';' or tabs reads as one column, and the error says so) and at most
+    :data:`~transferlab.datasets.dataset.MAX_FEATURES` + 1. Memory: one row at a time.
     """
     if not path.is_file():
         raise DataError(f"CSV file not found: {path}")
@@ -163,6 +193,12 @@ def read_csv_rows(path: Path, label_column: str | int | None) -> tuple[list[str]
     if first is None:
         raise DataError(f"{path} needs a header row and at least one data row")
     header = [h.strip() for h in first[1]]
+    if len(header) < 2:
+        separators = [name for char, name in ((";", "';'"), ("\t", "tab")) if char in header[0]]
+        hint = (f"its header holds {' and '.join(separators)} characters: save it with ',' between the cells"
+                if separators else "add the feature columns, separated from the label by ','")
+        raise DataError(f"{path}, line 1 (the header): a single column ({header[0][:60]!r}), no feature columns "
+                        f"besides the label; is the file comma-separated? {hint}")
     check_width(len(header) - 1, str(path), ", line 1 (the header)")
     return header, label_column_index(label_column, header, path), records
 
@@ -174,7 +210,7 @@ def _csv_records(path: Path) -> Iterator[tuple[int, list[str]]]:
     blank = 0  # the line of the first empty row of a run not yet followed by a row
     reader = None
     try:
-        with path.open(newline="", encoding="utf-8") as fh:
+        with path.open(newline="", encoding="utf-8-sig") as fh:  # -sig: a leading byte-order mark is dropped
             reader = csv.reader(fh)
             for row in reader:
                 line = reader.line_num
@@ -225,7 +261,9 @@ def load_csv(path: str | os.PathLike, label_column: str | int | None = None, nam
     the last column).
 
     Every other column must be numeric; an empty or non-numeric cell, or NaN, is an error naming its line and
-    column. The file is read a row at a time into one float64 array (8 bytes per cell).
+    column. Labels are read as integers when every one is an integer (``1``, ``+1``, ``-1``, or ``1.0`` with a zero
+    fraction), as text class names otherwise; an empty label cell is an error naming its line. The file is read a
+    row at a time into one float64 array (8 bytes per cell).
     """
     path = Path(path)
     header, label_index, rows = read_csv_rows(path, label_column)
@@ -240,7 +278,11 @@ def load_csv(path: str | os.PathLike, label_column: str | int | None = None, nam
             column = next(i for i in features if not _is_number(row[i]))
             raise DataError(f"{path}, line {line}, column {header[column]!r}: a feature cell is empty or not a "
                             f"number ({row[column][:40]!r}); fix that cell") from None
-        labels.append(row[label_index].strip())
+        label = row[label_index].strip()
+        if not label:
+            raise DataError(f"{path}, line {line}, column {header[label_index]!r}: the label cell is empty; give "
+                            "that row its class, or remove the row")
+        labels.append(label)
         lines.append(line)
     if not labels:
         raise DataError(f"{path} needs a header row and at least one data row")
@@ -252,8 +294,8 @@ def load_csv(path: str | os.PathLike, label_column: str | int | None = None, nam
         raise DataError(f"{path}, line {lines[r]}, column {header[features[c]]!r}: NaN or infinite value; "
                         "remove or impute it")
     numeric = all(_INT_LABEL.fullmatch(s) for s in labels)
-    y, classes = _encode_labels(np.array([int(s) for s in labels] if numeric else labels, dtype=None if numeric
-                                         else object), str(path))
+    y, classes = _encode_labels(np.array([int(s.partition(".")[0]) for s in labels] if numeric else labels,
+                                         dtype=None if numeric else object), str(path))
     return Dataset(X, y, classes, name or path.stem)
 
 
