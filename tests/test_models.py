@@ -205,3 +205,23 @@ def test_a_trained_network_holds_no_subnormal_weight():
         module.load_state_dict(state, assign=True)
         raw = module(torch.as_tensor(X, dtype=torch.float32)).numpy()
     np.testing.assert_allclose(reference, raw, rtol=1e-6, atol=1e-7)  # the logits of both classes
+
+
+def test_a_tensor_with_nan_is_refused_as_an_array_is():
+    """decision_function and input_gradient take torch tensors too: NaN in one is the array's one-line DataError,
+    not NaN scores and a finite-looking gradient."""
+    import torch
+
+    from transferlab.errors import DataError
+
+    rng = np.random.default_rng(0)
+    X = rng.uniform(size=(50, 4))
+    y = (X[:, 0] > 0.5).astype(int)
+    model = models.create("svm_l").fit(X, y)
+    bad = torch.full((1, 4), float("nan"), dtype=torch.float64)
+    with pytest.raises(DataError, match="NaN or infinite"):
+        model.decision_function(bad)
+    with pytest.raises(DataError, match="NaN or infinite"):
+        model.input_gradient(bad, np.array([0]))
+    np.testing.assert_allclose(model.decision_function(torch.as_tensor(X)), model.decision_function(X), rtol=0,
+                               atol=0)

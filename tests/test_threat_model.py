@@ -187,3 +187,32 @@ print("ok")
     env = {"PYTHONPATH": f"{tmp_path}:{':'.join(sys.path)}", "PATH": "/usr/bin:/bin"}
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+def test_bounds_and_masks_of_another_shape_or_nan_are_one_line_errors():
+    """A per-feature bound or mask with another number of values than the features, or a NaN bound (which made
+    every comparison false, so the attack moved nothing), is a ConfigError saying what to give."""
+    from transferlab.errors import DataError
+
+    rng = np.random.default_rng(0)
+    X = rng.uniform(size=(60, 10))
+    y = (X[:, 0] > 0.5).astype(int)
+    model = models.create("svm_h").fit(X, y)
+    for settings, message in [({"lb": np.zeros(3)}, r"box bound lb has shape \(3,\); give one value, or one per "
+                                                    r"feature \(shape \(10,\)\)"),
+                              ({"constraints": (Mask(np.ones(3, dtype=bool)),)}, r"mask has shape \(3,\)")]:
+        with pytest.raises(ConfigError, match=message):
+            attacks.PGD(norm=2, eps=1.0, **settings).run(model, X[:5], y[:5])
+    for bound in (float("nan"), np.full(10, np.nan)):
+        with pytest.raises(ConfigError, match="box bound lb holds NaN"):
+            Box(bound, 1.0)
+        with pytest.raises(ConfigError, match="box bound ub holds NaN"):
+            attacks.PGD(norm=2, eps=1.0, lb=0.0, ub=bound)
+    # a binary threat model on points that are not binary: refused, never rounded (ε = 0 moved them by 0.3)
+    binary = (rng.uniform(size=(200, 10)) > 0.6).astype(float)
+    model = models.create("svm_h").fit(binary, (binary[:, :3].sum(1) >= 1).astype(int))
+    halves = np.full((3, 10), 0.3)
+    with pytest.raises(DataError, match="threat model is binary .* binarise the data"):
+        attacks.FeatureAddition(eps=0).run(model, halves, np.ones(3, dtype=int))
+    assert np.array_equal(attacks.FeatureAddition(eps=0).run(model, binary[:3], np.ones(3, dtype=int)).x_adv,
+                          binary[:3])

@@ -24,7 +24,7 @@ from sklearn.preprocessing import (KBinsDiscretizer, MaxAbsScaler, MinMaxScaler,
 from sklearn.random_projection import GaussianRandomProjection
 from sklearn.svm import SVC, LinearSVC, NuSVC
 
-from transferlab import models
+from transferlab import attacks, models
 from transferlab.errors import ConfigError, DataError
 from transferlab.models import NotDifferentiableError
 from transferlab.models.blackbox import BlackBoxClassifier
@@ -306,3 +306,31 @@ def test_wrapped_torch_module_repr_is_one_line():
     assert text == "WrappedModule(Sequential, n_features=5, n_classes=3, dtype=float32, device='cpu')"
     assert net.get_params()["n_classes"] == 3
 
+
+
+def test_a_model_fitted_on_a_table_checks_its_column_names():
+    """A model fitted on a DataFrame scores rows by position: a table with its columns in another order (or other
+    columns) is refused with scikit-learn's rule, for scores, gradients and attacks alike, and the same table in
+    the fitted order scores as the estimator does. Plain arrays carry no names and are taken as they are."""
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(50, 3))
+    y = (X[:, 0] > 0).astype(int)
+    table = pd.DataFrame(X, columns=["a", "b", "c"])
+    for estimator in (LogisticRegression(), RandomForestClassifier(n_estimators=5, random_state=0)):
+        fitted = estimator.fit(table, y)
+        model = models.wrap(fitted)
+        np.testing.assert_array_equal(model.classes_[model.predict(table)], fitted.predict(table))
+        reordered = table[["c", "b", "a"]]
+        with pytest.raises(DataError, match=r"columns \['c', 'b', 'a'\] are not the feature names .*\['a', 'b', "
+                                            r"'c'\]"):
+            model.decision_function(reordered)
+        with pytest.raises(DataError, match="not the feature names"):
+            model.predict(table.rename(columns={"a": "x"}))
+        model.decision_function(X)  # an array: no names to check
+    linear = models.wrap(LogisticRegression().fit(table, y))
+    with pytest.raises(DataError, match="not the feature names"):
+        linear.input_gradient(reordered, y[:50])
+    with pytest.raises(DataError, match="not the feature names"):
+        attacks.PGDLineSearch(norm=2, eps=0.5, lb=None, ub=None).run(linear, reordered, y)
+    assert attacks.PGDLineSearch(norm=2, eps=0.5, lb=None, ub=None).run(linear, table, y).error > 0

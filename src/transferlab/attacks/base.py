@@ -120,6 +120,7 @@ class EvasionAttack:
         if {1: "1", 2: "2"}.get(self.p, "inf") not in self.norms:
             raise ConfigError(f"{type(self).__name__} takes norm {' or '.join(self.norms)}, got {shown(norm)}")
         self.eps = checked_eps(eps)
+        Box(lb, ub)  # its bounds checked now, not at the first run
         self.lb, self.ub = lb, ub
         self.constraints = tuple(constraints)
         self.objective = Objective() if objective is None else objective
@@ -186,6 +187,7 @@ class EvasionAttack:
     def _inputs(self, model: Classifier, X: Any, y: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """The rows of X as a float64 tensor on the model's device and y as class indices, both checked."""
         model._check_fitted()
+        model.check_feature_names(X)
         x0 = array_tensor(check_X(X), torch.float64, model.torch_device)
         if x0.shape[0] == 0:
             raise DataError("X has no rows: there is nothing to attack")

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from transferlab.errors import ConfigError
+from transferlab.errors import ConfigError, DataError
 
 BISECTION_STEPS = 64
 #: a coordinate of x0 within this fraction of a grid step (times max(1, its value in steps)) of a grid value counts
@@ -109,6 +109,16 @@ def L1Ball(eps: float) -> Ball:
     return Ball(eps, 1)
 
 
+def per_feature(values: torch.Tensor, x0: torch.Tensor, what: str) -> torch.Tensor:
+    """``values`` (a scalar, or one value per feature) broadcast to the rows of x0, without copies; a one-line
+    ConfigError when it has another shape."""
+    try:
+        return values.expand_as(x0)
+    except RuntimeError:
+        raise ConfigError(f"{what} has shape {tuple(values.shape)}; give one value, or one per feature "
+                          f"(shape {tuple(x0.shape[1:])})") from None
+
+
 @dataclass(frozen=True, eq=False)
 class Box(Constraint):
     """lb ⪯ x ⪯ ub; each bound a scalar or a per-feature array (None: unbounded)."""
@@ -116,12 +126,24 @@ class Box(Constraint):
     lb: Any = None
     ub: Any = None
 
-    def bounds(self, x0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        def as_bound(b: Any, fill: float) -> torch.Tensor:
-            t = torch.as_tensor(fill if b is None else b, dtype=x0.dtype, device=x0.device)
-            return t.expand_as(x0)
+    def __post_init__(self) -> None:
+        for name, bound in (("lb", self.lb), ("ub", self.ub)):
+            if bound is None:
+                continue
+            try:
+                values = np.asarray(bound.detach().cpu() if isinstance(bound, torch.Tensor) else bound, dtype=float)
+            except (TypeError, ValueError):
+                raise ConfigError(f"box bound {name} must be a number or one number per feature, got "
+                                  f"{type(bound).__name__}") from None
+            if np.isnan(values).any():
+                raise ConfigError(f"box bound {name} holds NaN; give a number (or None for no bound)")
 
-        lb, ub = as_bound(self.lb, -float("inf")), as_bound(self.ub, float("inf"))
+    def bounds(self, x0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        def as_bound(b: Any, fill: float, name: str) -> torch.Tensor:
+            t = torch.as_tensor(fill if b is None else b, dtype=x0.dtype, device=x0.device)
+            return per_feature(t, x0, f"box bound {name}")
+
+        lb, ub = as_bound(self.lb, -float("inf"), "lb"), as_bound(self.ub, float("inf"), "ub")
         if bool((lb > ub).any()):
             raise ConfigError("box lower bound exceeds upper bound")
         return lb, ub
@@ -199,17 +221,22 @@ class Intersection(Constraint):
             elif isinstance(c, FeatureAdditionOnly):
                 lb = torch.maximum(lb, x0)
             elif isinstance(c, Mask):
-                fixed = ~torch.as_tensor(np.asarray(c.mask), dtype=torch.bool, device=x0.device).expand_as(x0)
+                fixed = ~per_feature(torch.as_tensor(np.asarray(c.mask), dtype=torch.bool, device=x0.device), x0,
+                                     "mask")
                 lb, ub = torch.where(fixed, x0, lb), torch.where(fixed, x0, ub)
             elif isinstance(c, Binary):
                 lb, ub = torch.maximum(lb, torch.zeros_like(x0)), torch.minimum(ub, torch.ones_like(x0))
         return lb, ub
 
     def check_start(self, x0: torch.Tensor, tol: float = 1e-9) -> None:
-        """The attacked points must lie inside the box (else Φ(x0) may be empty)."""
+        """The attacked points must lie inside the box (else Φ(x0) may be empty), and on {0, 1} when the domain
+        is binary (else the projection would round them: an attack with ε = 0 would move them)."""
         lb, ub = self.bounds(x0)
         if x0.numel() and (float((lb - x0).amax()) > tol or float((x0 - ub).amax()) > tol):
             raise ConfigError("attacked points lie outside the box [lb, ub]; rescale the data or widen the box")
+        if self.binary and x0.numel() and not bool(((x0 == 0) | (x0 == 1)).all()):
+            raise DataError("the threat model is binary (features 0 or 1) but the attacked points hold other "
+                            "values; binarise the data, or attack without the binary piece")
 
     def project(self, z: torch.Tensor, x0: torch.Tensor,
                 bounds: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:

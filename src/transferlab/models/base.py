@@ -165,12 +165,36 @@ class Classifier(BaseEstimator):
         if n is not None and (X.ndim != 2 or X.shape[1] != n):
             raise DataError(f"{type(self).__name__} was fitted on {n} features but X has shape {tuple(X.shape)}")
 
+    def check_feature_names(self, X: Any) -> None:
+        """A clear error when X is a table (a pandas DataFrame) whose column names are not, in order, those the
+        model was fitted with (``feature_names_in_``, kept from a wrapped estimator fitted on a DataFrame):
+        scikit-learn's own rule, since the rows are scored by position. Other inputs carry no names to check."""
+        names = getattr(self, "feature_names_in_", None)
+        columns = getattr(X, "columns", None)
+        if names is None or columns is None or isinstance(X, (np.ndarray, torch.Tensor)) or sp.issparse(X):
+            return
+        got, fitted = [str(c) for c in columns], [str(n) for n in names]
+        if got != fitted:
+            raise DataError(f"X's columns {short(got)} are not the feature names the model was fitted with "
+                            f"{short(fitted)}, in that order; select them as X[model.feature_names_in_]")
+
     def _checked_input(self, X: Any) -> Any:
-        """X to score: a torch tensor as it is, sparse rows as a canonical CSR matrix, anything else as a float64
-        ndarray; its number of features checked. Raises DataError."""
-        if not isinstance(X, torch.Tensor):
-            X = check_X(X, allow_sparse=True)
+        """X to score: a torch tensor as it is (finite values checked), sparse rows as a canonical CSR matrix,
+        anything else as a float64 ndarray (a table's column names checked first, :meth:`check_feature_names`);
+        its number of features checked. Raises DataError."""
+        if isinstance(X, torch.Tensor):
+            return self._checked_tensor(X)
+        self.check_feature_names(X)
+        X = check_X(X, allow_sparse=True)
         self.check_features(X)
+        return X
+
+    def _checked_tensor(self, X: torch.Tensor) -> torch.Tensor:
+        """A tensor of rows to score, as it is: its number of features checked, and its values finite (the attacks
+        pass their own tensors to :meth:`scores`, not through here)."""
+        self.check_features(X)
+        if not bool(torch.isfinite(X).all()):
+            raise DataError("X holds NaN or infinite values; remove those rows or impute the values")
         return X
 
     def _sparse_blocks(self, X: sp.csr_matrix, dense_rows: bool) -> list[slice]:

@@ -107,6 +107,11 @@ class EstimatorWrapper(Classifier):
         self.n_classes_ = len(self.classes_)
         n_features = getattr(fitted, "n_features_in_", None)
         self.n_features_in_ = None if n_features is None else int(n_features)
+        names = getattr(fitted, "feature_names_in_", None)
+        if names is not None:
+            self.feature_names_in_ = np.asarray(names, dtype=object)  # a DataFrame's columns, checked when scoring
+        elif hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
         return self
 
     def _build(self, fitted: Any) -> None:
@@ -124,6 +129,7 @@ class EstimatorWrapper(Classifier):
     def _blocks(self, X: Any) -> Iterator[np.ndarray]:
         """X validated, in blocks of rows as dense float64 arrays (sparse rows densified a bounded block at a time)."""
         self._check_fitted()
+        self.check_feature_names(X)
         X = check_X(X, allow_sparse=True)
         self.check_features(X)
         rows = max(1, min(self.batch_size, SPARSE_BLOCK_ELEMENTS // max(1, X.shape[1])))

@@ -125,10 +125,9 @@ class Estimator(ClassifierMixin, Classifier):
 
     def _checked_input(self, X: Any) -> Any:
         """X to score, validated by scikit-learn's ``validate_data`` (feature count and names against fit); a
-        torch tensor (the attacks' input) is taken as it is."""
+        torch tensor is taken as it is (:meth:`~transferlab.models.base.Classifier._checked_tensor`)."""
         if isinstance(X, torch.Tensor):
-            self.check_features(X)
-            return X
+            return self._checked_tensor(X)
         if getattr(X, "ndim", None) == 2:
             self.check_features(X)
         try:
