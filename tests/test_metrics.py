@@ -56,6 +56,9 @@ def test_loss_variance_of_identical_surrogates_is_zero_and_matches_the_definitio
     assert metrics.loss_variance(same) == pytest.approx(0.0, abs=1e-15)
     losses = rng.normal(size=(5, 40))
     assert metrics.loss_variance(losses) == pytest.approx(np.mean(np.var(losses, axis=0)))
+    # large, nearly equal losses: E[ℓ²] − E[ℓ]² computed as written loses every digit (it gave 0.28, or < 0)
+    spread = 1e-4 * rng.normal(size=(5, 40))
+    assert metrics.loss_variance(1e8 + spread) == pytest.approx(metrics.loss_variance(spread), rel=1e-3)
 
 
 def test_correlation_leaves_out_undefined_pairs():

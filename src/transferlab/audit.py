@@ -250,7 +250,7 @@ def audit_run(run_dir: Any, target: str, repetition: int = 0, fraction: float | 
     from pathlib import Path
 
     from transferlab.experiments import artifacts, common, evasion
-    from transferlab.experiments.data import load_dataset, load_split
+    from transferlab.experiments.data import load_split
     from transferlab.experiments.config import parse_config
     from transferlab.experiments.store import Store
 
@@ -282,8 +282,7 @@ def audit_run(run_dir: Any, target: str, repetition: int = 0, fraction: float | 
                               f"{', '.join(config.surrogates)}")
     budgets = _budgets(eps, config)
     split = load_split(config, repetition)
-    label = evasion.attacked_label(config, load_dataset(config))
-    test = split.test if label is None else split.test.subset(np.flatnonzero(split.test.y == label))
+    test = evasion.attacked_test(config, split)
     X, y = test.X, test.y
     target_model = artifacts.load_model(run_dir, common.target_cell(repetition, target), "cpu")
     stored = lambda cell: artifacts.load_trained(run_dir, config, cell)  # noqa: E731
@@ -313,7 +312,7 @@ def audit_config(config: Any, target: str, surrogates: Sequence[str] | str | Non
     count is checked before anything is trained. A target without input gradient gets rows with S, R and the
     prediction undefined and a note (nothing was attacked: audit a finished run to see its measured transfer)."""
     from transferlab.experiments import common, evasion
-    from transferlab.experiments.data import load_dataset, load_split
+    from transferlab.experiments.data import load_split
     from transferlab.experiments.config import ExperimentConfig
     from transferlab.experiments.saved import is_differentiable, obtain_model
     from transferlab.models import MODELS
@@ -342,8 +341,7 @@ def audit_config(config: Any, target: str, surrogates: Sequence[str] | str | Non
                               "gradient; audit differentiable surrogates (a model without gradient can only be a "
                               "target)")
     split = load_split(config, repetition)
-    label = evasion.attacked_label(config, load_dataset(config))
-    test = split.test if label is None else split.test.subset(np.flatnonzero(split.test.y == label))
+    test = evasion.attacked_test(config, split)
     test = test.subset(np.arange(min(n_points, len(test))))
     X, y = test.X, test.y
     target_model = obtain_model(config, target, repetition, 0, split.target)

@@ -13,8 +13,8 @@ import torch
 
 from transferlab.attacks.constraints import Ball, Box, Constraint, Intersection, lp_norm, parse_norm
 from transferlab.attacks.objectives import Objective
-from transferlab.attacks.settings import AttackSettings, plain, shown
-from transferlab.errors import ConfigError, DataError
+from transferlab.attacks.settings import AttackSettings, plain
+from transferlab.errors import ConfigError, DataError, shown
 from transferlab.models.base import Classifier, NotDifferentiableError, check_X, check_y
 from transferlab.models.inputs import array_tensor
 

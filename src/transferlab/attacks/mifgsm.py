@@ -20,7 +20,8 @@ class MIFGSMSettings(PGDSettings):
 
 
 class MIFGSM(PGD):
-    """g ← μ g + ∇A(x)/‖∇A(x)‖₁;  x ← Π_Φ(x + α d(g)). Step α = ε/steps by default (``step_size=1/steps``).
+    """g ← μ g + ∇A(x)/‖∇A(x)‖₁;  x ← Π_Φ(x + α d(g)). Step α = ``step_size`` · ε (0.1 ε by default: ε/steps at the
+    default 10 steps; set ``step_size`` with ``steps`` to keep α = ε/steps).
     With ``random_start`` the first point is drawn uniformly in the ℓ∞ ball of radius ε around the start, then
     projected onto Φ, using ``seed`` (as :class:`PGD` does). Settings: :class:`MIFGSMSettings`."""
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from transferlab.errors import ConfigError
+from transferlab.errors import ConfigError, shown
 
 #: most iterations, steps or points an attack setting may ask for
 MAX_STEPS = 10 ** 7
@@ -30,12 +30,6 @@ def plain(value: Any) -> Any:
     """A numpy scalar as the Python number it holds (``np.int64(3)`` → ``3``, ``np.float32(0.5)`` → ``0.5``,
     ``np.bool_`` → ``bool``), anything else as it is: values computed with numpy are the numbers they show."""
     return value.item() if isinstance(value, (np.integer, np.floating, np.bool_)) else value
-
-
-def shown(value: Any) -> str:
-    """``repr(value)`` cut to 40 characters, for messages (a 400-digit number stays readable)."""
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
 
 
 class AttackSettings(BaseModel):

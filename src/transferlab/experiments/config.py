@@ -108,7 +108,7 @@ class ExperimentConfig(Strict):
     #: scikit-learn estimator or pipeline, or an ``.onnx`` file. A target always; a surrogate when differentiable
     #: (evasion only); in poisoning a target that is retrained on the poisoned data, so a recipe: a ``.skops`` file
     #: (fitted or not) or a ``models.save`` folder of a wrapped estimator, never an ``.onnx`` file. Checked against
-    #: the data before any work (experiments.common.check_saved_models); their files are part of the run's identity
+    #: the data before any work (experiments.saved.check_saved_models); their files are part of the run's identity
     saved_models: dict[str, str] = Field(default_factory=dict)
     attack: AttackSection
     detector: DetectorConfig = Field(default_factory=DetectorConfig)

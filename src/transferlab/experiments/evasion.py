@@ -64,6 +64,12 @@ def check_data(config: ExperimentConfig) -> None:
             raise DataError(f"attack.binary is set but dataset {dataset.name!r} holds values other than 0 and 1")
 
 
+def attacked_test(config: ExperimentConfig, split: datasets.Split) -> datasets.Dataset:
+    """The test points the attacks run on: those of ``attack.attack_class`` (:func:`attacked_label`), or all."""
+    label = attacked_label(config, load_dataset(config))
+    return split.test if label is None else split.test.subset(np.flatnonzero(split.test.y == label))
+
+
 def attacked_label(config: ExperimentConfig, dataset: datasets.Dataset) -> int | None:
     """The label of ``attack.attack_class`` (a class name or a label number), None when every point is attacked."""
     wanted = config.attack.attack_class
@@ -249,8 +255,7 @@ def craft(config: ExperimentConfig, cell: Cell, inputs: Mapping[str, ModelArtifa
     stored sparse too), S and R go through the gradients in row blocks (:func:`size_and_alignment`), and only the
     rows the attack runs on are densified for it."""
     split = load_split(config, cell.repetition)
-    label = attacked_label(config, load_dataset(config))
-    test = split.test if label is None else split.test.subset(np.flatnonzero(split.test.y == label))
+    test = attacked_test(config, split)
     X, y = test.X, test.y
     sparse = sp.issparse(X)
     mask = manipulable(config, split.test)

@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import torch
 from threadpoolctl import threadpool_limits
 
-from transferlab.errors import ConfigError
+from transferlab.errors import ConfigError, shown
 from transferlab.experiments import evasion, poisoning
 from transferlab.experiments.artifacts import ModelArtifact
 from transferlab.experiments.common import Cell, CellOutput
@@ -45,8 +45,7 @@ def check_scheduler(address: object) -> str:
     or ``host:8786``); a ConfigError naming ``--scheduler`` otherwise."""
     match = SCHEDULER_ADDRESS.match(address) if isinstance(address, str) else None
     if match is None or not 1 <= int(match["port"]) <= 65535:
-        shown = repr(address) if len(repr(address)) <= 60 else repr(address)[:57] + "..."
-        raise ConfigError(f"--scheduler {shown} is not a Dask scheduler address; give host:port or "
+        raise ConfigError(f"--scheduler {shown(address, 60)} is not a Dask scheduler address; give host:port or "
                           "tcp://host:port (port 1 to 65535), e.g. tcp://10.0.0.5:8786")
     return address
 

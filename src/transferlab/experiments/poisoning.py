@@ -1,4 +1,4 @@
-"""Poisoning experiments (paper Section 6): plan and cells.
+"""Poisoning experiments (paper Section 5.2): plan and cells.
 
 Stages: ``train`` (every target on its clean data: its error at poisoning fraction 0), then the ``craft`` cells of
 each surrogate and surrogate data fraction, plus white-box cells crafted on each target that has implicit gradients.

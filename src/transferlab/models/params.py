@@ -10,11 +10,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from transferlab.errors import shown
 
 
 def short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    """``repr(value)`` cut to 60 characters (:func:`transferlab.errors.shown`)."""
+    return shown(value, 60)
 
 
 def is_int(value: Any) -> bool:

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from transferlab.errors import ConfigError
+from transferlab.errors import ConfigError, shown
 from transferlab.models.estimator import Estimator
 from transferlab.models.params import as_tuple
 from transferlab.models.forest import RandomForest
@@ -41,12 +41,6 @@ MODELS: dict[str, ModelSpec] = {
     "rf_l": ModelSpec(RandomForest, {"n_estimators": 100, "max_depth": 6}, "random forest, depth 6"),
     "cnn": ModelSpec(CNN, {"channels": (64, 64, 64), "dense": 32}, "small MNIST CNN (target in the paper)"),
 }
-
-
-def shown(value: Any) -> str:
-    """``repr(value)`` cut to 40 characters, for messages (a 400-digit number stays readable)."""
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def create(name: str, **overrides: Any) -> Estimator:

@@ -1,4 +1,4 @@
-"""Availability poisoning (paper Section 3.2, Eqs. 5–13): the :class:`Poisoning` attack, its two strategies
+"""Availability poisoning (paper Section 3.2, Eqs. 5–12): the :class:`Poisoning` attack, its two strategies
 (:mod:`.strategies`), one module per surrogate family — :mod:`.logistic`, :mod:`.ridge`, :mod:`.svm`,
 :mod:`.svm_rbf`, each with its batched implicit gradient, retraining session and loss — the shared solvers
 (:mod:`.solvers`), and the family registry keyed on the model class (:data:`FAMILIES`, :func:`family_for`)."""

@@ -19,11 +19,11 @@ import numpy as np
 from pydantic import Field, StrictInt
 from threadpoolctl import threadpool_limits
 
-from transferlab.attacks.settings import MAX_GRID, MAX_SEED, MAX_STEPS, AttackSettings, plain, shown
+from transferlab.attacks.settings import MAX_GRID, MAX_SEED, MAX_STEPS, AttackSettings, plain
 from transferlab.attacks.poisoning.base import Family
 from transferlab.attacks.poisoning.strategies import (PoisoningResult, Problem, batch, padded, sequential,
                                                       start_indices)
-from transferlab.errors import ConfigError, DataError
+from transferlab.errors import ConfigError, DataError, shown
 from transferlab.models.base import Classifier, check_X, check_y
 
 #: up to this many rows (training plus poisoning points) the attack runs with one BLAS thread: its matrices are too

@@ -1,4 +1,4 @@
-"""Logistic regression poisoning (paper Eqs. 9–12): the family, its batched implicit gradient, its retraining
+"""Logistic regression poisoning (paper Eqs. 10–12): the family, its batched implicit gradient, its retraining
 session (Newton's method in the n×n dual form, warm-started) and its loss (the mean logistic loss)."""
 
 from __future__ import annotations
