@@ -570,3 +570,16 @@ def test_a_poisoning_config_validates_its_solver_settings_without_building_the_a
     assert calls == []
     assert isinstance(config.attack.solver, poisoning.PoisoningSettings) and config.attack.solver.grid == 3
     assert poisoning.Poisoning(settings=config.attack.solver).settings is config.attack.solver
+
+
+def test_the_config_reads_a_norm_as_the_python_api_does():
+    """attack.norm takes what ``attacks.PGD(norm=...)`` takes (2, 2.0, "l2", "ℓ2", "linf", "∞", ...); it refused
+    2.0 and "ℓ2", which the API accepts. Other values keep the field's error."""
+    from transferlab.attacks.constraints import parse_norm
+
+    for norm in (2, 2.0, "2", "l2", "L2", "ℓ2", 1, "l1", "inf", "linf", "Linf", "∞", float("inf")):
+        config = parse_config({**TINY, "attack": {"norm": norm, "eps": [0, 1]}})
+        assert parse_norm(config.attack.norm) == parse_norm(norm)
+    for norm in ("3", True, "l3", [2]):
+        with pytest.raises(ConfigError, match="attack.norm"):
+            parse_config({**TINY, "attack": {"norm": norm, "eps": [0, 1]}})

@@ -79,3 +79,10 @@ def test_results_as_data_frames(tmp_path):
     assert len(frames.results) == 2 * 2 * 3 + 2 * 3  # transfer (surrogates × targets × budgets) + white-box
     assert set(frames.metrics.columns) >= {"S", "R", "V"} and frames.config["name"] == "frames"
     assert set(frames.correlations["target"]) >= {"all", "svm_l"}
+    # not a folder's path, or the store file itself: one line saying what to give
+    from transferlab.errors import ConfigError
+
+    for wrong, message in [(None, "give a run folder's path .* got NoneType"),
+                           (tmp_path / "store.sqlite", "is a file; give the run folder that holds it")]:
+        with pytest.raises(ConfigError, match=message):
+            transferlab.results(wrong)

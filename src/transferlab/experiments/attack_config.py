@@ -31,6 +31,8 @@ from typing import Annotated, Any, Callable, Literal, Optional, Union
 from pydantic import Discriminator, Field, Tag, create_model, field_validator, model_validator
 
 from transferlab.attacks import EVASION_ATTACKS, PoisoningSettings
+from transferlab.attacks.constraints import parse_norm
+from transferlab.errors import ConfigError
 from transferlab.experiments.schema import MAX_BUDGETS, MAX_QUANTIZE, Strict
 
 #: the kind a config's attack section has when it names none
@@ -82,7 +84,14 @@ class EvasionSection(BoxSection):
     @field_validator("norm", mode="before")
     @classmethod
     def _norm_as_text(cls, value: Any) -> Any:
-        return str(value).lower().replace("linf", "inf").replace("l", "") if value is not None else value
+        """The norm as the API reads it (:func:`~transferlab.attacks.constraints.parse_norm`: 2, 2.0, "l2", "ℓ2",
+        "inf", "linf", "∞"...), as its text; anything else is left for the field's own error."""
+        if value is None or isinstance(value, bool):
+            return value
+        try:
+            return {1: "1", 2: "2", float("inf"): "inf"}[parse_norm(value)]
+        except ConfigError:
+            return value
 
     @field_validator("attack_class", mode="before")
     @classmethod

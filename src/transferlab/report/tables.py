@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,11 @@ def read_run(run_dir: str | Path, need_cells: bool = False) -> StoredRun:
     """A run's store read for a report: every table checked value by value (:meth:`Store.table`), the stored
     config a mapping whose fields a report uses have the right kinds, transfer rows naming their surrogate and
     fraction. An edited or damaged store is a one-line DataError naming the store, never a crash in a figure."""
+    if not isinstance(run_dir, (str, os.PathLike)):
+        raise ConfigError(f"give a run folder's path (text or a pathlib.Path), got {type(run_dir).__name__}")
+    if Path(run_dir).is_file():
+        raise ConfigError(f"{run_dir} is a file; give the run folder that holds it (the --out folder of "
+                          "`transferlab run`)")
     store = Store(Path(run_dir) / "store.sqlite", create=False)
     try:
         cells = store.table("cells")
