@@ -24,7 +24,7 @@ from sklearn.preprocessing import (KBinsDiscretizer, MaxAbsScaler, MinMaxScaler,
 from sklearn.random_projection import GaussianRandomProjection
 from sklearn.svm import SVC, LinearSVC, NuSVC
 
-from transferlab import attacks, models
+from transferlab import attacks, datasets, models
 from transferlab.errors import ConfigError, DataError
 from transferlab.models import NotDifferentiableError
 from transferlab.models.blackbox import BlackBoxClassifier
@@ -334,3 +334,23 @@ def test_a_model_fitted_on_a_table_checks_its_column_names():
     with pytest.raises(DataError, match="not the feature names"):
         attacks.PGDLineSearch(norm=2, eps=0.5, lb=None, ub=None).run(linear, reordered, y)
     assert attacks.PGDLineSearch(norm=2, eps=0.5, lb=None, ub=None).run(linear, table, y).error > 0
+
+
+def test_a_wrapped_bare_linear_classifier_takes_the_closed_form_line_search():
+    """The line search's closed form is chosen by what the model is (its scores affine in x), not by its class: a
+    wrapped fitted LogisticRegression takes it, and gives the registry model's points on the same weights; a
+    pipeline or an MLP does not claim affine scores."""
+    from sklearn.preprocessing import StandardScaler
+
+    data = datasets.load("mnist89")
+    rows = np.random.default_rng(0).choice(len(data.y), 300, replace=False)
+    X, y = data.X[rows], data.y[rows]
+    native = models.create("logistic_h").fit(X, y)
+    wrapped = models.wrap(native.estimator_)
+    assert native.affine_scores and wrapped.affine_scores
+    assert not models.wrap(make_pipeline(StandardScaler(), LogisticRegression()).fit(X, y)).affine_scores
+    assert not models.wrap(MLPClassifier(hidden_layer_sizes=(5,), max_iter=20).fit(X, y)).affine_scores
+    attack = attacks.PGDLineSearch(norm=2, eps=1.5)
+    ours, theirs = attack.run(native, X[:60], y[:60]), attack.run(wrapped, X[:60], y[:60])
+    np.testing.assert_allclose(theirs.x_adv, ours.x_adv, rtol=0, atol=1e-9)
+    np.testing.assert_array_equal(theirs.iterations, ours.iterations)

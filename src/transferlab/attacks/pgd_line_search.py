@@ -65,7 +65,6 @@ from transferlab.attacks.objectives import RememberedScores
 from transferlab.attacks.paths import path_for
 from transferlab.attacks.settings import MAX_GRID, MAX_STEPS, AttackSettings
 from transferlab.models.base import Classifier
-from transferlab.models.linear import LinearClassifier
 
 #: a retried line search uses a chord this many times shorter; only chords longer than η_max / RETRY_FLOOR are
 #: retried (once, from the longest chord a point starts with)
@@ -159,7 +158,7 @@ class PGDLineSearch(EvasionAttack):
         if self.settings.warm_grid == 0:
             return self._attack_arc(model, x0, labels, start, domain)
         kind = domain_kind(domain, self.p)
-        if isinstance(model, LinearClassifier) and kind != "other" \
+        if model.affine_scores and kind != "other" \
                 and self.objective.convex_for_linear_models(model.n_classes_):
             solve = self._attack_linear
         elif kind not in ("l2", "linf"):  # binary, ℓ1, or a piece this module does not know (maybe not convex)
@@ -255,7 +254,7 @@ class PGDLineSearch(EvasionAttack):
         return torch.clamp(x, lb, ub), iterations  # guards the box against rounding
 
     # ---- closed form for linear models ------------------------------------------------------------------------------
-    def _attack_linear(self, model: LinearClassifier, x0: torch.Tensor, labels: torch.Tensor, start: torch.Tensor,
+    def _attack_linear(self, model: Classifier, x0: torch.Tensor, labels: torch.Tensor, start: torch.Tensor,
                        domain: Intersection, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
         n = x0.shape[0]
         lb, ub = domain.bounds(x0)

@@ -140,6 +140,12 @@ class Classifier(BaseEstimator):
         is class ``classes_[k]`` (class k for a model without ``classes_``)."""
         raise NotImplementedError
 
+    @property
+    def affine_scores(self) -> bool:
+        """Whether the scores are affine in x, f(x) = W x + b (linear models, a wrapped bare linear classifier): an
+        attack may then maximise its objective in closed form along each direction. False unless a model says so."""
+        return False
+
     def affine_input(self) -> tuple[torch.Tensor, torch.Tensor, Callable[[torch.Tensor], torch.Tensor]] | None:
         """``(W, b, tail)`` with ``scores(x) = tail(x Wᵀ + b)`` when the model's first step is affine in x (linear
         models, the MLP's first layer): sparse rows then go through :func:`~transferlab.models.sparse.sparse_linear`

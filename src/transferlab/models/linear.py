@@ -66,6 +66,10 @@ class LinearClassifier(Estimator):
     def scores(self, X: torch.Tensor) -> torch.Tensor:
         return X @ self.coef_.T + self.intercept_
 
+    @property
+    def affine_scores(self) -> bool:
+        return True
+
     def affine_input(self) -> tuple[torch.Tensor, torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
         return self.coef_, self.intercept_, lambda z: z
 

@@ -92,6 +92,11 @@ class SklearnModel(EstimatorWrapper):
     def scores(self, X: torch.Tensor) -> torch.Tensor:
         return self.head_(self.transforms_(X))
 
+    @property
+    def affine_scores(self) -> bool:
+        """A bare linear classifier (no pipeline steps before it) scores x Wᵀ + b."""
+        return not len(self.transforms_) and isinstance(self.head_, LinearHead)
+
     def affine_input(self) -> tuple[torch.Tensor, torch.Tensor, Callable[[torch.Tensor], torch.Tensor]] | None:
         """A bare linear model or MLP starts with x Wᵀ + b: sparse rows are then scored without densifying."""
         if len(self.transforms_):
