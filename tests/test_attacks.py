@@ -166,6 +166,9 @@ def test_security_curve_at_zero_counts_success_as_its_attack_does():
     assert curve.error[1] >= curve.error[0]
     with pytest.raises(DataError, match=r"class labels \[3, 7\].*np.searchsorted\(model.classes_, y\)"):
         attacks.PGDLineSearch(norm=2).run(model, X, labels)
+    indexed = models.create("logistic_h").fit(X, index)  # classes_ [0, 1]: float labels keep the dtype message
+    with pytest.raises(DataError, match="integer labels, got shape .* dtype float64"):
+        attacks.PGDLineSearch(norm=2).run(indexed, X, index.astype(float))
     targeted = attacks.PGDLineSearch(norm=2, objective=attacks.Objective("margin", targeted=True))
     target = np.ones(80, dtype=int)
     expected = float(np.mean(model.predict(X) == 7))

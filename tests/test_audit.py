@@ -142,3 +142,14 @@ def test_audit_of_a_run_agrees_with_its_measured_transfer(tmp_path):
     assert result.returncode == 0 and "Spearman" in result.stdout and "logistic_l" in result.stdout
     refused = run_in_process("audit", str(tmp_path / "run"), "--target", "nn_h")
     assert refused.returncode == 2 and "not a target" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_audit_refuses_constraints_that_are_not_a_list_of_pieces(parts):
+    """A bare piece or an array given as ``constraints`` was an error deep inside, or silently no constraint."""
+    model = models.create("logistic_l").fit(parts.target.X, parts.target.y)
+    X, y = parts.test.X, parts.test.y
+    mask = np.ones(X.shape[1], dtype=bool)
+    for wrong in (attacks.Mask(mask), mask, (mask,)):
+        with pytest.raises(ConfigError, match="constraints: give a list of threat-model pieces"):
+            audit(model, {"m": model}, X, y, [1.0], constraints=wrong)
+    assert audit(model, {"m": model}, X, y, [1.0], constraints=[attacks.Mask(mask)])[0].predicted >= 0

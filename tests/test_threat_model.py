@@ -214,5 +214,7 @@ def test_bounds_and_masks_of_another_shape_or_nan_are_one_line_errors():
     halves = np.full((3, 10), 0.3)
     with pytest.raises(DataError, match="threat model is binary .* binarise the data"):
         attacks.FeatureAddition(eps=0).run(model, halves, np.ones(3, dtype=int))
+    with pytest.raises(DataError, match="threat model is binary"):  # ε = 0 of a curve refuses them as well
+        attacks.security_curve(attacks.FeatureAddition(), model, halves, np.ones(3, dtype=int), [0])
     assert np.array_equal(attacks.FeatureAddition(eps=0).run(model, binary[:3], np.ones(3, dtype=int)).x_adv,
                           binary[:3])

@@ -354,3 +354,25 @@ def test_a_wrapped_bare_linear_classifier_takes_the_closed_form_line_search():
     ours, theirs = attack.run(native, X[:60], y[:60]), attack.run(wrapped, X[:60], y[:60])
     np.testing.assert_allclose(theirs.x_adv, ours.x_adv, rtol=0, atol=1e-9)
     np.testing.assert_array_equal(theirs.iterations, ours.iterations)
+
+
+def test_audit_and_security_curves_check_a_tables_columns_too():
+    """A review found the column-name rule bypassed where X was converted first: audit and security_curve now
+    refuse a reordered table as the attacks do. A table whose columns are taken in reverse (negative strides)
+    is scored as its copy."""
+    pd = pytest.importorskip("pandas")
+    from transferlab.audit import audit
+
+    rng = np.random.default_rng(1)
+    X = rng.uniform(size=(80, 3))
+    y = (X[:, 0] > 0.5).astype(int)
+    table = pd.DataFrame(X, columns=["a", "b", "c"])
+    model = models.wrap(LogisticRegression().fit(table, y))
+    reordered = table[["b", "a", "c"]]
+    with pytest.raises(DataError, match="not the feature names"):
+        audit(model, {"m": model}, reordered, y, [0.5])
+    with pytest.raises(DataError, match="not the feature names"):
+        attacks.security_curve(attacks.PGDLineSearch(norm=2), model, reordered, y, [0, 0.5])
+    assert audit(model, {"m": model}, table, y, [0.5])[0].predicted >= 0
+    reversed_rows = X[::-1]
+    np.testing.assert_array_equal(model.decision_function(reversed_rows), model.decision_function(reversed_rows.copy()))

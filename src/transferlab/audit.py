@@ -7,7 +7,7 @@ raises the target's loss by Δℓ ≈ ε ∇ℓᵀd̂, which for p = 2 is ε‖�
 loss ℓ = max_{c≠y} f_c − f_y, a point is misclassified when ℓ > 0, so a point is *predicted to evade* when
 ℓ(x) + ε ∇ℓ(x)ᵀd̂(x) > 0, and the predicted transfer rate is the fraction of such points. d̂ moves only the
 coordinates that the threat model lets a step leave x along (the box, feature addition only, a mask: a pixel at 0
-is not darkened, a feature not removed), as an attack's first step does; beyond that the constraints are ignored
+is not darkened, a feature not removed), as the first step of the line-searched attack and of PGD does; beyond that the constraints are ignored
 and the loss is taken as linear, so the prediction is first-order: exact for a linear target with no binding box,
 and worse as ε grows or the target bends (RBF SVMs, networks).
 
@@ -35,6 +35,7 @@ from transferlab.attacks.constraints import Box, Constraint, Intersection, dual_
 from transferlab.attacks.registry import threat_model
 from transferlab.errors import ConfigError, DataError
 from transferlab.models.base import Classifier, check_X, check_y
+from transferlab.models.inputs import array_tensor
 
 
 @dataclass
@@ -126,23 +127,40 @@ def check_names(names: Any, field: str = "surrogates") -> list[str] | None:
 
 def linearised_margin(target: Classifier, surrogate: Classifier, X: Any, y: np.ndarray, norm: Any = 2,
                       loss: str = "margin", lb: Any = None, ub: Any = None, constraints: Sequence[Constraint] = (),
-                      target_gradient: Any = None) -> tuple[np.ndarray, np.ndarray]:
+                      target_gradient: Any = None, surrogate_gradient: Any = None,
+                      margin: Any = None) -> tuple[np.ndarray, np.ndarray]:
     """Per point: the target's margin loss ℓ(x) (> 0: misclassified) and its first-order increase per unit of
     budget along the transferred step, ∇ℓ(x)ᵀd̂(x) (paper Eq. 16), d̂ the surrogate's unit steepest-ascent
-    direction of the attacker's ``loss`` (Eq. 15) over the coordinates the threat model lets an attack move from x:
+    direction of the attacker's ``loss`` (Eq. 15) over the coordinates the threat model lets a step move from x:
     the box [lb, ub] and the box-like pieces of ``constraints`` (feature addition only, a mask) block a coordinate
-    at its bound in the gradient's direction, as the attacks' own steps do. ``target_gradient`` optionally passes
-    the target's margin-loss input gradient at (X, y), already computed."""
+    at its bound in the gradient's direction, as the line-searched attack's and PGD's steps do (FGSM and MI-FGSM
+    step on every coordinate and let the projection clip). ``target_gradient`` (of the margin loss),
+    ``surrogate_gradient`` (of ``loss``) and ``margin`` optionally pass what is already computed at (X, y)."""
     p = parse_norm(norm)
+    pieces = _checked_constraints(constraints)
     if target_gradient is None:
         target_gradient = target.input_gradient(X, y, "margin")
-    target_grad = torch.as_tensor(target_gradient)
-    surrogate_grad = torch.as_tensor(surrogate.input_gradient(X, y, loss))
-    x0 = torch.as_tensor(X.toarray() if sp.issparse(X) else np.asarray(X), dtype=surrogate_grad.dtype)
-    lower, upper = Intersection(Box(lb, ub), *constraints).bounds(x0)
-    direction = steepest_direction(surrogate_grad, p, movable(x0, surrogate_grad, lower, upper))
-    gain = (target_grad * direction).reshape(x0.shape[0], -1).sum(1).numpy()
-    return target.loss(X, y, "margin"), gain
+    if surrogate_gradient is None:
+        surrogate_gradient = surrogate.input_gradient(X, y, loss)
+    target_grad, surrogate_grad = torch.as_tensor(target_gradient), torch.as_tensor(surrogate_gradient)
+    free = None
+    if lb is not None or ub is not None or pieces:  # the rows are needed only to see where they sit in the box
+        rows = X.toarray() if sp.issparse(X) else np.asarray(X)
+        x0 = array_tensor(rows, surrogate_grad.dtype)
+        lower, upper = Intersection(Box(lb, ub), *pieces).bounds(x0)
+        free = movable(x0, surrogate_grad, lower, upper)
+    direction = steepest_direction(surrogate_grad, p, free)
+    gain = (target_grad * direction).reshape(target_grad.shape[0], -1).sum(1).numpy()
+    return (target.loss(X, y, "margin") if margin is None else np.asarray(margin)), gain
+
+
+def _checked_constraints(constraints: Any) -> tuple[Constraint, ...]:
+    """audit's threat-model pieces: a list or tuple of them (a ConfigError otherwise: a bare piece or an array
+    would be read as no constraint at all)."""
+    if isinstance(constraints, (list, tuple)) and all(isinstance(c, Constraint) for c in constraints):
+        return tuple(constraints)
+    raise ConfigError("constraints: give a list of threat-model pieces, e.g. [attacks.FeatureAdditionOnly()] or "
+                      f"[attacks.Mask(mask)], got {type(constraints).__name__}")
 
 
 def predicted_evasion(target: Classifier, surrogate: Classifier, X: Any, y: np.ndarray, eps: float,
@@ -191,6 +209,9 @@ def audit(target: Classifier, surrogates: Mapping[str, Classifier | Sequence[Cla
     if not isinstance(surrogates, Mapping) or not surrogates:
         raise ConfigError("surrogates: give a dict {name: model} (or {name: [model, resample, ...]} for V)")
     draws_of = {name: _models_of(name, given) for name, given in surrogates.items()}
+    _checked_constraints(constraints)
+    for model in [target, *(m for draws in draws_of.values() for m in draws)]:
+        model.check_feature_names(X)  # a table's columns against each model's, before they are dropped
     X = check_X(X, allow_sparse=True)
     y = check_y(y, X.shape[0])
     if X.shape[0] == 0:
@@ -199,18 +220,21 @@ def audit(target: Classifier, surrogates: Mapping[str, Classifier | Sequence[Cla
     nan = float("nan")
     target_grad = target.input_gradient(X, y, loss) if target.differentiable else None
     margin_grad = target_grad if loss == "margin" or target_grad is None else target.input_gradient(X, y, "margin")
+    margin = target.loss(X, y, "margin") if target_grad is not None else None
     s_value = metrics.gradient_size(target_grad, q) if target_grad is not None else nan
     note = "" if target.differentiable else undefined_note(getattr(target, "name_", None) or type(target).__name__,
                                                            measured=False)
     rows: list[AuditRow] = []
     for name, draws in draws_of.items():
         surrogate = draws[0]
-        r_value = nan if target_grad is None else \
-            metrics.gradient_alignment(surrogate.input_gradient(X, y, loss), target_grad)
         v_value = metrics.loss_variance(np.stack([m.loss(X, y, loss) for m in draws])) if len(draws) > 1 \
             else nan
+        r_value = gain = nan
         if target_grad is not None:
-            margin, gain = linearised_margin(target, surrogate, X, y, norm, loss, lb, ub, constraints, margin_grad)
+            surrogate_grad = surrogate.input_gradient(X, y, loss)
+            r_value = metrics.gradient_alignment(surrogate_grad, target_grad)
+            _, gain = linearised_margin(target, surrogate, X, y, norm, loss, lb, ub, constraints, margin_grad,
+                                        surrogate_grad, margin)
         for e in eps:
             rate = nan if target_grad is None else float(np.mean(margin + e * gain > 0))
             rows.append(AuditRow(name, float(e), s_value, r_value, v_value, rate, note=note))

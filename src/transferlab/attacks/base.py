@@ -48,7 +48,10 @@ def class_indices(model: Classifier, y: Any, n: int) -> np.ndarray:
     except DataError:
         classes = getattr(model, "classes_", None)
         values = np.asarray(y)
-        if classes is not None and values.shape == (n,) and np.isin(values, np.asarray(classes)).all():
+        labels_not_indices = (classes is not None and values.shape == (n,) and np.issubdtype(values.dtype, np.integer)
+                              and not np.array_equal(np.asarray(classes), np.arange(len(classes)))
+                              and np.isin(values, np.asarray(classes)).all())
+        if labels_not_indices:
             raise DataError(f"y holds the model's class labels {shown(np.asarray(classes).tolist())}; attacks take "
                             "class indices 0..n_classes − 1: pass np.searchsorted(model.classes_, y)") from None
         raise
@@ -182,6 +185,7 @@ class EvasionAttack:
         """Per row of X, whether the unperturbed point already counts as a success of this attack (misclassified,
         or in the target class), by the rule and the labels of :meth:`run`: the error at ε = 0."""
         x0, labels = self._inputs(model, X, y)
+        self.domain.check_start(x0)  # as run does: ε = 0 refuses what every other budget refuses
         return self.objective.success(model, x0, labels).cpu().numpy()
 
     def _inputs(self, model: Classifier, X: Any, y: Any) -> tuple[torch.Tensor, torch.Tensor]:

@@ -58,8 +58,8 @@ def domain_kind(domain: Intersection, p: float) -> str:
 
 def free_gradient(grad: torch.Tensor, u: torch.Tensor, lo_tol: torch.Tensor, hi_tol: torch.Tensor) -> torch.Tensor:
     """The gradient with the coordinates that the box blocks set to 0 (:func:`~transferlab.attacks.base.movable`: a
-    coordinate within BOUND_TOL of the bound it is pushed against), from u = x − x0 and the box relative to x0 narrowed by
-    BOUND_TOL (lo_tol = lo + BOUND_TOL, hi_tol = hi − BOUND_TOL): coordinate i is free where its room in the
+    coordinate within BOUND_TOL of the bound it is pushed against), from u = x − x0 and the box relative to x0
+    narrowed by BOUND_TOL (lo_tol = lo + BOUND_TOL, hi_tol = hi − BOUND_TOL): coordinate i is free where its room in the
     direction of g_i, hi_tol − u for g_i > 0 and u − lo_tol otherwise, is positive (g_i = 0 gives 0 either way).
     Six passes over the rows; ``grad`` may be of a lower precision than u (the result is u's)."""
     room = torch.where(grad > 0, hi_tol - u, u - lo_tol)

@@ -20,8 +20,9 @@ class MIFGSMSettings(PGDSettings):
 
 
 class MIFGSM(PGD):
-    """g ← μ g + ∇A(x)/‖∇A(x)‖₁;  x ← Π_Φ(x + α d(g)). Step α = ``step_size`` · ε (0.1 ε by default: ε/steps at the
-    default 10 steps; set ``step_size`` with ``steps`` to keep α = ε/steps).
+    """g ← μ g + ∇A(x)/‖∇A(x)‖₁;  x ← Π_Φ(x + α d(g)). Step α = ``step_size`` · ε (``relative_step``, the default;
+    ``step_size`` itself otherwise): 0.1 ε by default, ε/steps at the default 10 steps — set ``step_size`` with
+    ``steps`` to keep α = ε/steps.
     With ``random_start`` the first point is drawn uniformly in the ℓ∞ ball of radius ε around the start, then
     projected onto Φ, using ``seed`` (as :class:`PGD` does). As in Dong et al. (2018) it returns the last iterate
     and steps along the momentum over every coordinate (the projection clips what the box blocks), where

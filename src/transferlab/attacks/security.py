@@ -67,6 +67,7 @@ def security_curve(attack: EvasionAttack, model: Classifier, X: Any, y: Any, eps
         given), and each point keeps the better of the two runs (:func:`better_of`).
     """
     eps = sorted(float(e) for e in eps)
+    model.check_feature_names(X)
     X = check_X(X)
     second = other_class_start(model, attack.objective, X if pool is None else pool, y) if double_init else None
     errors, results, previous = [], [], None

@@ -141,10 +141,11 @@ def _check_npz_dtypes(path: Path, x_key: str, x_dtype: np.dtype, y_key: str, y_d
 def label_column_index(label_column: str | int | None, header: list[str], path: Path) -> int:
     """The index of ``label_column`` in ``header``: a column name, an index 0..N-1 (an int, or text of digits),
     or None for the last column. A negative or too large index is an error (no wrap-around: it would silently
-    take another column as the labels), and so is a label column whose name another column also has."""
+    take another column as the labels), and so is a label column named by a name that another column also has
+    (chosen by index, or the last column by default, it is unambiguous)."""
     index = _label_index(label_column, header, path)
     same = [c + 1 for c, h in enumerate(header) if h == header[index]]
-    if len(same) > 1:
+    if len(same) > 1 and header[index] == label_column:  # chosen by a name that several columns have
         shown = (", ".join(map(str, same[:-1])) + f" and {same[-1]} (counting from 1)" if len(same) <= 5
                  else ", ".join(map(str, same[:5])) + f", ... ({len(same):,} in all, counting from 1)")
         raise DataError(f"{path}, line 1 (the header): columns {shown} are "

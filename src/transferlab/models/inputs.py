@@ -67,9 +67,9 @@ def check_y(y: Any, n: int, n_classes: int | None = None, name: str = "y") -> np
 
 
 def array_tensor(X: np.ndarray, dtype: torch.dtype, device: torch.device | str = "cpu") -> torch.Tensor:
-    """``torch.as_tensor(X, dtype, device)``; a read-only array (a memory map opened read-only) is copied first,
-    as torch does not share memory it may not write."""
-    if isinstance(X, np.ndarray) and not X.flags.writeable:
+    """``torch.as_tensor(X, dtype, device)``; a read-only array (a memory map opened read-only) or one with negative
+    strides (``X[::-1]``, a pandas table's columns taken in reverse) is copied first, as torch shares neither."""
+    if isinstance(X, np.ndarray) and (not X.flags.writeable or any(stride < 0 for stride in X.strides)):
         X = X.copy()
     return torch.as_tensor(X, dtype=dtype, device=device)
 
