@@ -376,3 +376,21 @@ def test_audit_and_security_curves_check_a_tables_columns_too():
     assert audit(model, {"m": model}, table, y, [0.5])[0].predicted >= 0
     reversed_rows = X[::-1]
     np.testing.assert_array_equal(model.decision_function(reversed_rows), model.decision_function(reversed_rows.copy()))
+
+
+def test_an_ensemble_of_models_fitted_on_a_table_checks_its_columns():
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(2)
+    table = pd.DataFrame(rng.uniform(size=(80, 3)), columns=["a", "b", "c"])
+    y = (table["a"] > 0.5).astype(int).to_numpy()
+    members = [models.wrap(LogisticRegression().fit(table, y)), models.wrap(LinearSVC().fit(table, y))]
+    ensemble = models.Ensemble(members)
+    np.testing.assert_allclose(ensemble.decision_function(table),
+                               np.mean([m.decision_function(table) for m in members], axis=0), rtol=1e-12)
+    with pytest.raises(DataError):
+        ensemble.decision_function(table[["c", "b", "a"]])
+    with pytest.raises(DataError, match="not the feature names"):
+        attacks.PGDLineSearch(norm=2, eps=0.5, lb=None, ub=None).run(ensemble, table[["c", "b", "a"]], y)
+    other = models.wrap(LogisticRegression().fit(table.rename(columns={"a": "x"}), y))
+    with pytest.raises(ConfigError, match="same columns"):
+        models.Ensemble([members[0], other])

@@ -81,6 +81,11 @@ class Ensemble(Estimator):
         if any(not np.array_equal(labels[0], other) for other in labels[1:]):
             raise ConfigError("ensemble members must be fitted on the same labels (their classes_ differ)")
         self.classes_ = labels[0]
+        names = [[str(n) for n in m.feature_names_in_] for m in self.members if hasattr(m, "feature_names_in_")]
+        if any(other != names[0] for other in names[1:]):
+            raise ConfigError("ensemble members must be fitted on the same columns (their feature_names_in_ differ)")
+        if names:  # members fitted on a table: the ensemble checks a table's columns as they do
+            self.feature_names_in_ = np.asarray(names[0], dtype=object)
 
     def _fit(self, X: Any, y: np.ndarray) -> None:
         labels = self.classes_[y]  # each member is fitted on the labels themselves, so its classes_ are the same
