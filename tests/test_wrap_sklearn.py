@@ -394,3 +394,34 @@ def test_an_ensemble_of_models_fitted_on_a_table_checks_its_columns():
     other = models.wrap(LogisticRegression().fit(table.rename(columns={"a": "x"}), y))
     with pytest.raises(ConfigError, match="same columns"):
         models.Ensemble([members[0], other])
+
+
+def test_a_wrapped_binary_rbf_svc_takes_the_kernel_line_search():
+    """A wrapped bare binary RBF SVC describes its scores as a kernel expansion (rbf_form), so the line search
+    scores candidates from cached kernel terms as for the registry's RBF SVM: its kernel form gives its own
+    scores, and the registry model on the same fitted SVC gives the same points. A multiclass SVC (one-vs-rest
+    votes) and a pipeline do not claim the form."""
+    import torch
+    from sklearn.preprocessing import StandardScaler
+
+    from transferlab.attacks.paths import KernelPath, path_for
+
+    data = datasets.load("mnist89")
+    rows = np.random.default_rng(0).choice(len(data.y), 300, replace=False)
+    X, y = data.X[rows], data.y[rows]
+    native = models.create("svm_rbf_h").fit(X, y)
+    wrapped = models.wrap(native.estimator_)
+    sv, sv_sq, dual, intercept, gamma = wrapped.rbf_form()
+    Xt = torch.as_tensor(X[:20])
+    kernel = torch.exp(-gamma * ((Xt ** 2).sum(1, keepdim=True) + sv_sq - 2 * Xt @ sv.T).clamp_min(0))
+    np.testing.assert_allclose((kernel @ dual + intercept).numpy(), wrapped.decision_function(X[:20]), rtol=1e-10,
+                               atol=1e-10)
+    objective = attacks.Objective()
+    assert isinstance(path_for(wrapped, objective, Xt, torch.as_tensor(y[:20])), KernelPath)
+    three = np.r_[y[:200], np.full(100, 2)]
+    assert models.wrap(SVC(gamma=0.01).fit(X, three)).rbf_form() is None
+    assert models.wrap(make_pipeline(StandardScaler(), SVC()).fit(X, y)).rbf_form() is None
+    attack = attacks.PGDLineSearch(norm=2, eps=1.0)
+    ours, theirs = attack.run(native, X[:40], y[:40]), attack.run(wrapped, X[:40], y[:40])
+    np.testing.assert_allclose(theirs.x_adv, ours.x_adv, rtol=0, atol=1e-8)
+    np.testing.assert_array_equal(theirs.success, ours.success)

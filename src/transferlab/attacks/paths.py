@@ -9,7 +9,6 @@ import torch
 
 from transferlab.attacks.objectives import Objective
 from transferlab.models.base import Classifier
-from transferlab.models.kernel import KernelSVM
 
 #: the line search scores several candidates of a grid in one call of the model's later layers, at most this many
 #: values (candidates × points × width of the layer after the first) at a time
@@ -17,10 +16,13 @@ GRID_VALUES = 2 ** 22
 
 
 def path_for(model: Classifier, objective: Objective, x: torch.Tensor, labels: torch.Tensor) -> Path:
-    """The :class:`Path` with the closed form of the model's family: RBF SVMs with dense support vectors, models
-    whose first step is affine (linear models, MLPs, wrapped linear models and MLPs), else the generic one."""
-    if isinstance(model, KernelSVM) and model.support_vectors_.layout == torch.strided:
-        return KernelPath(model, objective, x, labels)
+    """The :class:`Path` with the closed form of the model's family, by what the model says of its scores: an RBF
+    kernel expansion with dense support vectors (:meth:`~transferlab.models.base.Classifier.rbf_form`: the
+    registry's RBF SVMs, a wrapped binary RBF ``SVC``), a first step affine in x (linear models, MLPs, wrapped
+    linear models and MLPs), else the generic one."""
+    form = model.rbf_form()
+    if form is not None:
+        return KernelPath(model, objective, x, labels, form)
     affine = model.affine_input()
     if affine is not None and affine[0].layout == torch.strided:
         return AffinePath(model, objective, x, labels, *affine)
@@ -140,9 +142,9 @@ class KernelPath(Path):
     segment costs one product p Sᵀ and a candidate an exponential per support vector; the gradient is
     2 (∂A/∂‖x‖²) x + (∂A/∂(x·S)) S, one product with S."""
 
-    def __init__(self, model: KernelSVM, objective: Objective, x: torch.Tensor, labels: torch.Tensor) -> None:
-        self.sv, self.sv_sq = model.support_vectors_, model.sv_sq_norms_
-        self.dual, self.intercept, self.gamma = model.dual_coef_, model.intercept_, model.gamma
+    def __init__(self, model: Classifier, objective: Objective, x: torch.Tensor, labels: torch.Tensor,
+                 form: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, float]) -> None:
+        self.sv, self.sv_sq, self.dual, self.intercept, self.gamma = form  # model.rbf_form()
         xm = x.to(self.sv.dtype)
         self.dots, self.sq = xm @ self.sv.T, torch.linalg.vector_norm(xm, dim=1).square_()
         super().__init__(model, objective, x, labels)

@@ -146,6 +146,13 @@ class Classifier(BaseEstimator):
         attack may then maximise its objective in closed form along each direction. False unless a model says so."""
         return False
 
+    def rbf_form(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, float] | None:
+        """``(S, ‖s‖², β, b, γ)`` with ``scores(x) = exp(−γ‖x − s_j‖²)_j β + b`` (S dense, one support vector per
+        row; β one column per class) when the scores are an RBF kernel expansion (the registry's RBF SVMs, a
+        wrapped bare binary RBF ``SVC``): an attack's line search then scores candidates from cached kernel terms.
+        None for every other model."""
+        return None
+
     def affine_input(self) -> tuple[torch.Tensor, torch.Tensor, Callable[[torch.Tensor], torch.Tensor]] | None:
         """``(W, b, tail)`` with ``scores(x) = tail(x Wᵀ + b)`` when the model's first step is affine in x (linear
         models, the MLP's first layer): sparse rows then go through :func:`~transferlab.models.sparse.sparse_linear`

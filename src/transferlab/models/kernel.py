@@ -110,6 +110,11 @@ class KernelSVM(Estimator):
     def scores(self, X: torch.Tensor) -> torch.Tensor:
         return self.kernel(X) @ self.dual_coef_ + self.intercept_
 
+    def rbf_form(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, float] | None:
+        if self.support_vectors_.layout != torch.strided:  # support vectors of sparse data: the generic path
+            return None
+        return self.support_vectors_, self.sv_sq_norms_, self.dual_coef_, self.intercept_, float(self.gamma)
+
     def state_layouts(self) -> list[Layout]:
         d, c = self.n_features_in_, self.n_classes_
         common: Layout = {"dual_coef": (("m", c), "float"), "intercept": ((c,), "float")}

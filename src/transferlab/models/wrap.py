@@ -23,8 +23,8 @@ from torch import nn
 from transferlab.errors import ConfigError, DataError
 from transferlab.models.base import Classifier
 from transferlab.models.blackbox import BlackBoxClassifier, EstimatorWrapper, check_fitted, describe
-from transferlab.models.sklearn_torch import (LinearHead, MLPHead, NotReexpressible, Piece, not_reexpressible,
-                                              reexpress)
+from transferlab.models.sklearn_torch import (LinearHead, MLPHead, NotReexpressible, Piece, SVCHead,
+                                              not_reexpressible, reexpress)
 
 
 class WrappedModule(Classifier):
@@ -96,6 +96,17 @@ class SklearnModel(EstimatorWrapper):
     def affine_scores(self) -> bool:
         """A bare linear classifier (no pipeline steps before it) scores x Wᵀ + b."""
         return not len(self.transforms_) and isinstance(self.head_, LinearHead)
+
+    def rbf_form(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, float] | None:
+        """A bare binary RBF ``SVC`` scores [0, f], f = K(x, S) β + b (the head's pairwise value with its sign
+        flipped); a multiclass one's scores are one-vs-rest votes, not a kernel expansion."""
+        head = self.head_
+        if len(self.transforms_) or not isinstance(head, SVCHead) or head.kernel != "rbf" or head.n_classes != 2:
+            return None
+        zero = torch.zeros_like(head.pair_coef)
+        dual = torch.cat([zero, -head.pair_coef], 1)
+        intercept = torch.cat([torch.zeros_like(head.intercept), -head.intercept])
+        return head.support_vectors, head.sv_sq_norms, dual, intercept, head.gamma
 
     def affine_input(self) -> tuple[torch.Tensor, torch.Tensor, Callable[[torch.Tensor], torch.Tensor]] | None:
         """A bare linear model or MLP starts with x Wᵀ + b: sparse rows are then scored without densifying."""
