@@ -338,8 +338,8 @@ def test_a_model_fitted_on_a_table_checks_its_column_names():
 
 def test_a_wrapped_bare_linear_classifier_takes_the_closed_form_line_search():
     """The line search's closed form is chosen by what the model is (its scores affine in x), not by its class: a
-    wrapped fitted LogisticRegression takes it, and gives the registry model's points on the same weights; a
-    pipeline or an MLP does not claim affine scores."""
+    wrapped fitted LogisticRegression takes it, and gives the registry model's points on the same weights; so does
+    a pipeline of affine steps before it, not one with a Normalizer, nor an MLP."""
     from sklearn.preprocessing import StandardScaler
 
     data = datasets.load("mnist89")
@@ -348,7 +348,8 @@ def test_a_wrapped_bare_linear_classifier_takes_the_closed_form_line_search():
     native = models.create("logistic_h").fit(X, y)
     wrapped = models.wrap(native.estimator_)
     assert native.affine_scores and wrapped.affine_scores
-    assert not models.wrap(make_pipeline(StandardScaler(), LogisticRegression()).fit(X, y)).affine_scores
+    assert models.wrap(make_pipeline(StandardScaler(), LogisticRegression()).fit(X, y)).affine_scores
+    assert not models.wrap(make_pipeline(Normalizer(), LogisticRegression()).fit(X, y)).affine_scores
     assert not models.wrap(MLPClassifier(hidden_layer_sizes=(5,), max_iter=20).fit(X, y)).affine_scores
     attack = attacks.PGDLineSearch(norm=2, eps=1.5)
     ours, theirs = attack.run(native, X[:60], y[:60]), attack.run(wrapped, X[:60], y[:60])
@@ -425,3 +426,39 @@ def test_a_wrapped_binary_rbf_svc_takes_the_kernel_line_search():
     ours, theirs = attack.run(native, X[:40], y[:40]), attack.run(wrapped, X[:40], y[:40])
     np.testing.assert_allclose(theirs.x_adv, ours.x_adv, rtol=0, atol=1e-8)
     np.testing.assert_array_equal(theirs.success, ours.success)
+
+
+@pytest.mark.parametrize("steps", [[StandardScaler()], [MinMaxScaler()], [MaxAbsScaler()], [RobustScaler()],
+                                   [PCA(5, whiten=True)], [StandardScaler(), PCA(4)],
+                                   [VarianceThreshold(), StandardScaler()], [SelectKBest(k=5), MinMaxScaler(), PCA(3)],
+                                   [TruncatedSVD(4)]], ids=lambda steps: "+".join(type(s).__name__ for s in steps))
+@pytest.mark.parametrize("head", ["linear", "mlp"])
+def test_affine_pipeline_steps_fold_into_the_first_product(steps, head):
+    """Scalers without clipping, projections and selectors are affine: folded into the head's first product
+    (fold_affine), x W'ᵀ + b' gives the step-by-step scores to rounding, sparse rows are scored through it as the
+    dense ones, and the input gradient still matches finite differences. A clipping scaler or a Normalizer is not
+    folded."""
+    import torch
+
+    rng = np.random.default_rng(0)
+    X = rng.uniform(size=(120, 12))
+    X[:, 3] = 0.5  # a constant column, which VarianceThreshold drops
+    y = (X[:, 0] + X[:, 1] > 1).astype(int)
+    classifier = LogisticRegression() if head == "linear" else MLPClassifier((7,), max_iter=300, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = models.wrap(make_pipeline(*copy.deepcopy(steps), classifier).fit(X, y))
+    weight, bias, tail = model.affine_input()
+    rows = torch.as_tensor(X)
+    np.testing.assert_allclose(tail(rows @ weight.T + bias).numpy(), model.scores(rows).numpy(), rtol=1e-12,
+                               atol=1e-12)
+    np.testing.assert_allclose(model.decision_function(sp.csr_matrix(X)), model.decision_function(X), rtol=1e-12,
+                               atol=1e-12)
+    assert model.affine_scores == (head == "linear")
+    g = model.input_gradient(X[:3], y[:3])
+    h = 1e-6
+    fd = np.stack([(model.loss(X[:3] + h * e, y[:3]) - model.loss(X[:3] - h * e, y[:3])) / (2 * h)
+                   for e in np.eye(12)], 1)
+    np.testing.assert_allclose(g, fd, rtol=1e-5, atol=1e-6)
+    for unfoldable in (MinMaxScaler(clip=True), Normalizer()):
+        assert models.wrap(make_pipeline(unfoldable, LogisticRegression()).fit(X, y)).affine_input() is None

@@ -12,7 +12,7 @@ and parameters alone (fitted or not), why one cannot be re-expressed, or returns
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -115,6 +115,41 @@ class Normalize(Piece):
             norms = x.abs().sum(1, keepdim=True) if self.norm == "l1" else x.abs().amax(1, keepdim=True)
             norms = torch.where(norms == 0, torch.ones_like(norms), norms)
         return x / norms
+
+
+def fold_affine(transforms: Sequence[Piece], weight: torch.Tensor, bias: torch.Tensor,
+                n_features: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The affine map z = x Wᵀ + b that ``transforms`` (a pipeline's steps) followed by z = y weightᵀ + bias make
+    of the raw rows x, when every step is affine (an unclipped scaler, a projection, a feature selector); None
+    otherwise (a ``Normalizer``, a clipping scaler). Folded from the last step back: a step y = x A + c turns
+    (W, b) into (W Aᵀ, b + W c), so the result is (out, n_features) and nothing of size n_features² is built."""
+    widths = [n_features]
+    for piece in transforms:
+        if isinstance(piece, Project):
+            widths.append(piece.weight.shape[1])
+        elif isinstance(piece, Select):
+            widths.append(piece.index.numel())
+        elif isinstance(piece, Affine) and piece.low is None:
+            widths.append(widths[-1])
+        else:
+            return None
+    for piece, width in zip(reversed(list(transforms)), reversed(widths[:-1])):
+        if isinstance(piece, Affine):  # y = x ⊙ s + o, applied as scikit-learn's scalers apply their terms
+            ones = torch.ones(width, dtype=weight.dtype, device=weight.device)
+            scale = ones / piece.div if piece.div is not None else ones
+            scale = scale * piece.mul if piece.mul is not None else scale
+            offset = -piece.sub * scale if piece.sub is not None else torch.zeros_like(ones)
+            offset = offset + piece.add if piece.add is not None else offset
+            weight, bias = weight * scale, bias + weight @ offset
+        elif isinstance(piece, Project):  # y = x (P / div) − offset / div
+            div = piece.div if piece.div is not None else torch.ones(piece.weight.shape[1], dtype=weight.dtype,
+                                                                     device=weight.device)
+            shift = piece.offset / div if piece.offset is not None else None
+            weight, bias = weight @ (piece.weight / div).T, bias if shift is None else bias - weight @ shift
+        else:  # Select: y = x[:, index]
+            wider = torch.zeros(weight.shape[0], width, dtype=weight.dtype, device=weight.device)
+            weight = wider.index_add_(1, piece.index, weight)
+    return weight, bias
 
 
 def _transform_piece(step: Any) -> Piece:

@@ -23,7 +23,7 @@ from torch import nn
 from transferlab.errors import ConfigError, DataError
 from transferlab.models.base import Classifier
 from transferlab.models.blackbox import BlackBoxClassifier, EstimatorWrapper, check_fitted, describe
-from transferlab.models.sklearn_torch import (LinearHead, MLPHead, NotReexpressible, Piece, SVCHead,
+from transferlab.models.sklearn_torch import (LinearHead, MLPHead, NotReexpressible, Piece, SVCHead, fold_affine,
                                               not_reexpressible, reexpress)
 
 
@@ -81,6 +81,7 @@ class SklearnModel(EstimatorWrapper):
         """Use these re-expressed steps (a pipeline's transforms, then its classifier)."""
         self.transforms_ = nn.Sequential(*transforms).to(device=self.torch_device, dtype=self.dtype)
         self.head_ = head.to(device=self.torch_device, dtype=self.dtype)
+        self._folded = None  # the affine steps folded into the head's first product, computed when first asked
 
     def fit(self, X: Any, y: Any) -> SklearnModel:
         try:
@@ -94,8 +95,9 @@ class SklearnModel(EstimatorWrapper):
 
     @property
     def affine_scores(self) -> bool:
-        """A bare linear classifier (no pipeline steps before it) scores x Wᵀ + b."""
-        return not len(self.transforms_) and isinstance(self.head_, LinearHead)
+        """A linear classifier, bare or after affine pipeline steps (scalers, projections, selectors), scores
+        x Wᵀ + b."""
+        return isinstance(self.head_, LinearHead) and self.affine_input() is not None
 
     def rbf_form(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, float] | None:
         """A bare binary RBF ``SVC`` scores [0, f], f = K(x, S) β + b (the head's pairwise value with its sign
@@ -109,14 +111,21 @@ class SklearnModel(EstimatorWrapper):
         return head.support_vectors, head.sv_sq_norms, dual, intercept, head.gamma
 
     def affine_input(self) -> tuple[torch.Tensor, torch.Tensor, Callable[[torch.Tensor], torch.Tensor]] | None:
-        """A bare linear model or MLP starts with x Wᵀ + b: sparse rows are then scored without densifying."""
-        if len(self.transforms_):
-            return None
+        """A linear model or MLP starts with x Wᵀ + b, and so does one after affine pipeline steps (unclipped
+        scalers, PCA and other projections, feature selectors: folded into W and b once,
+        :func:`~transferlab.models.sklearn_torch.fold_affine`): sparse rows are then scored without densifying,
+        and the attacks' line search takes the closed form of the first product."""
         if isinstance(self.head_, LinearHead):
-            return self.head_.weight, self.head_.bias, lambda z: z
-        if isinstance(self.head_, MLPHead):
-            return self.head_.w0.T, self.head_.b0, self.head_.after_first_layer
-        return None
+            first, tail = (self.head_.weight, self.head_.bias), (lambda z: z)
+        elif isinstance(self.head_, MLPHead):
+            first, tail = (self.head_.w0.T, self.head_.b0), self.head_.after_first_layer
+        else:
+            return None
+        if not len(self.transforms_):
+            return first[0], first[1], tail
+        if getattr(self, "_folded", None) is None:
+            self._folded = fold_affine(list(self.transforms_), first[0], first[1], self.n_features_in_) or False
+        return None if self._folded is False else (self._folded[0], self._folded[1], tail)
 
     def predicted_index(self, X: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         if not hasattr(self.head_, "predict_index"):
