@@ -7,9 +7,9 @@ raises the target's loss by Δℓ ≈ ε ∇ℓᵀd̂, which for p = 2 is ε‖�
 loss ℓ = max_{c≠y} f_c − f_y, a point is misclassified when ℓ > 0, so a point is *predicted to evade* when
 ℓ(x) + ε ∇ℓ(x)ᵀd̂(x) > 0, and the predicted transfer rate is the fraction of such points. d̂ moves only the
 coordinates that the threat model lets a step leave x along (the box, feature addition only, a mask: a pixel at 0
-is not darkened, a feature not removed), as the first step of the line-searched attack and of PGD does; beyond that the constraints are ignored
-and the loss is taken as linear, so the prediction is first-order: exact for a linear target with no binding box,
-and worse as ε grows or the target bends (RBF SVMs, networks).
+is not darkened, a feature not removed), as the first step of the line-searched attack and of PGD does; beyond
+that the constraints are ignored and the loss is taken as linear, so the prediction is first-order: exact for a
+linear target with no binding box, and worse as ε grows or the target bends (RBF SVMs, networks).
 
 A target without input gradient (a forest, a black-box saved model: gradient boosting, an ONNX detector) has no S,
 R or prediction: its rows hold NaN there, with a note saying why, V of each surrogate (a property of the surrogate),
@@ -32,7 +32,6 @@ from scipy import stats
 from transferlab import metrics
 from transferlab.attacks.base import movable, steepest_direction
 from transferlab.attacks.constraints import Box, Constraint, Intersection, dual_norm, parse_norm
-from transferlab.attacks.registry import threat_model
 from transferlab.errors import ConfigError, DataError
 from transferlab.models.base import Classifier, check_X, check_y
 from transferlab.models.inputs import array_tensor
@@ -390,7 +389,7 @@ def _threat_model(config: Any, test: Any) -> dict[str, Any]:
     from transferlab.experiments import evasion
 
     a = config.attack
-    pieces = threat_model(a.feature_addition, a.binary, evasion.manipulable(config, test), a.quantize)
+    pieces = evasion.threat_pieces(config, evasion.manipulable(config, test))
     return {"norm": a.norm, "loss": a.loss, "lb": a.lb, "ub": a.ub, "constraints": pieces}
 
 

@@ -63,11 +63,12 @@ def movable(x: torch.Tensor, grad: torch.Tensor, lb: torch.Tensor, ub: torch.Ten
     return ((grad > 0) & (x < ub - BOUND_TOL)) | ((grad < 0) & (x > lb + BOUND_TOL))
 
 
-def steepest_direction(grad: torch.Tensor, p: float, movable: torch.Tensor | None = None) -> torch.Tensor:
+def steepest_direction(grad: torch.Tensor, p: float, free: torch.Tensor | None = None) -> torch.Tensor:
     """The unit-norm (in ℓp) direction of steepest ascent for a gradient (paper Eq. 15): g/‖g‖₂ for ℓ2, sign(g)
-    for ℓ∞, and for ℓ1 the coordinate with the largest |g|. ``movable`` zeroes coordinates blocked by the box."""
-    if movable is not None:
-        grad = torch.where(movable, grad, torch.zeros_like(grad))
+    for ℓ∞, and for ℓ1 the coordinate with the largest |g|. ``free`` (:func:`movable`) zeroes the coordinates
+    the box blocks."""
+    if free is not None:
+        grad = torch.where(free, grad, torch.zeros_like(grad))
     if p == 2:
         return grad / lp_norm(grad, 2).clamp_min(1e-30).reshape(-1, *([1] * (grad.dim() - 1)))
     if p == float("inf"):

@@ -95,9 +95,15 @@ def make_attack(config: ExperimentConfig, eps: float, mask: np.ndarray | None = 
     """The configured attack at budget ``eps``, with the config's threat-model pieces and its settings
     (``attack.solver``, already validated by the config)."""
     a = config.attack
-    pieces = attacks.threat_model(a.feature_addition, a.binary, mask, a.quantize)
-    return attacks.evasion_attack(a.kind, norm=a.norm, eps=eps, lb=a.lb, ub=a.ub, constraints=pieces, loss=a.loss,
-                                  settings=a.solver)
+    return attacks.evasion_attack(a.kind, norm=a.norm, eps=eps, lb=a.lb, ub=a.ub,
+                                  constraints=threat_pieces(config, mask), loss=a.loss, settings=a.solver)
+
+
+def threat_pieces(config: ExperimentConfig, mask: np.ndarray | None = None) -> tuple[attacks.Constraint, ...]:
+    """The config's threat-model pieces besides the ball and the box (feature addition, binary, the mask of
+    :func:`manipulable`, quantisation), as the attacks and the audit take them."""
+    a = config.attack
+    return attacks.threat_model(a.feature_addition, a.binary, mask, a.quantize)
 
 
 def dense(X: Any) -> np.ndarray:

@@ -183,8 +183,8 @@ class Classifier(BaseEstimator):
         model was fitted with (``feature_names_in_``, kept from a wrapped estimator fitted on a DataFrame):
         scikit-learn's own rule, since the rows are scored by position. Other inputs carry no names to check."""
         names = getattr(self, "feature_names_in_", None)
-        columns = getattr(X, "columns", None)
-        if names is None or columns is None or isinstance(X, (np.ndarray, torch.Tensor)) or sp.issparse(X):
+        columns = getattr(X, "columns", None)  # arrays, tensors and sparse matrices have none
+        if names is None or columns is None:
             return
         got, fitted = [str(c) for c in columns], [str(n) for n in names]
         if got != fitted:

@@ -123,6 +123,8 @@ class SklearnModel(EstimatorWrapper):
             return None
         if not len(self.transforms_):
             return first[0], first[1], tail
+        if self.n_features_in_ is None:  # a pipeline that does not say its width: not folded
+            return None
         if getattr(self, "_folded", None) is None:
             self._folded = fold_affine(list(self.transforms_), first[0], first[1], self.n_features_in_) or False
         return None if self._folded is False else (self._folded[0], self._folded[1], tail)
