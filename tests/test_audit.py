@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from cli_runner import run_in_process
+from conftest import FAST
 from transferlab import attacks, datasets, models
 from transferlab.audit import agreement, audit, audit_run, predicted_evasion
 from transferlab.errors import ConfigError
@@ -83,11 +84,17 @@ def test_the_prediction_reads_the_target_margin_whatever_the_attacker_loss(parts
     """A point evades where the target's margin loss turns positive: with the cross-entropy loss (always > 0)
     the prediction at a vanishing budget is the clean error, not 1."""
     target = models.create("logistic_h").fit(parts.target.X, parts.target.y)
-    surrogate = models.create("nn_l").fit(parts.surrogate.X, parts.surrogate.y)
+    surrogate = models.create("nn_l", **FAST["nn_l"]).fit(parts.surrogate.X, parts.surrogate.y)
     X, y = parts.test.X, parts.test.y
     clean = float(np.mean(target.predict(X) != y))
     rows = audit(target, {"nn_l": surrogate}, X, y, [1e-9, 2.0], loss="cross_entropy")
     assert rows[0].predicted == pytest.approx(clean, abs=1e-12)
+    # the step is the surrogate's cross-entropy direction, the gain the target's margin gradient along it
+    step = surrogate.input_gradient(X, y, "cross_entropy")
+    step /= np.linalg.norm(step, axis=1, keepdims=True)
+    after = target.loss(X, y, "margin") + 2.0 * (target.input_gradient(X, y, "margin") * step).sum(1)
+    decided = np.abs(after) > 1e-9
+    assert rows[1].predicted == pytest.approx(np.mean(after > 0), abs=np.mean(~decided) + 1e-12)
     assert rows[1].predicted > rows[0].predicted
 
 
@@ -152,4 +159,6 @@ def test_audit_refuses_constraints_that_are_not_a_list_of_pieces(parts):
     for wrong in (attacks.Mask(mask), mask, (mask,)):
         with pytest.raises(ConfigError, match="constraints: give a list of threat-model pieces"):
             audit(model, {"m": model}, X, y, [1.0], constraints=wrong)
-    assert audit(model, {"m": model}, X, y, [1.0], constraints=[attacks.Mask(mask)])[0].predicted >= 0
+    # a mask that frees every feature is no constraint: the prediction without one
+    free = audit(model, {"m": model}, X, y, [1.0], constraints=[attacks.Mask(mask)])[0].predicted
+    assert free == audit(model, {"m": model}, X, y, [1.0])[0].predicted

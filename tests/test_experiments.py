@@ -244,10 +244,25 @@ def test_cli_version_and_lists():
     assert all(name in models_listed for name in models.MODELS)
 
 
-def test_dask_executor_gives_the_same_results(tiny_run, tmp_path):
+def test_dask_executor_gives_the_same_results(tiny_run, tmp_path, monkeypatch):
     pytest.importorskip("distributed")
+    import contextlib
+
+    from transferlab.experiments import executors
+
+    started = []  # the local cluster starts inside ctrl_c_ignored (whose effect test_hardening checks)
+    original = executors.ctrl_c_ignored
+
+    @contextlib.contextmanager
+    def recorded():
+        with original():
+            started.append(True)
+            yield
+
+    monkeypatch.setattr(executors, "ctrl_c_ignored", recorded)
     small = {**TINY, "nn_sweep": None}
     run_experiment(parse_config(small), tmp_path / "dask", workers=2, executor="dask", show_progress=False)
+    assert started == [True]
     # another executor on the same machine: identical (to 1e-9, SAME_MACHINE); without the sweep, the same tables
     for table in ("results.csv", "metrics.csv"):
         assert_tables_equal(tmp_path / "dask" / table, tiny_run / table, **SAME_MACHINE)

@@ -267,9 +267,11 @@ def _alive(pids):
 def test_ctrl_c_stops_a_run_with_workers_and_the_run_resumes(tmp_path):
     """Ctrl-C reaches the whole process group, workers included. Found by a user probe: a worker interrupted while
     reading a cell off the pool's queue left the run waiting forever in the pool's shutdown, and workers
-    interrupted in their imports printed tracebacks. Workers now ignore it and the run stops them."""
+    interrupted in their imports printed tracebacks. Workers now ignore it and the run stops them. The run is
+    long enough (nn_l trains 200 epochs) not to finish within the second the test waits on a busy machine: with
+    40 epochs it once finished first (rc 0)."""
     data = {**TINY, "name": "slow", "repetitions": 3, "targets": ["logistic_l", "nn_l"],
-            "model_overrides": {"nn_l": {"epochs": 40}}}
+            "model_overrides": {"nn_l": {"epochs": 200}}}
     config = _write(tmp_path, data)
     out = tmp_path / "out"
     process = subprocess.Popen([sys.executable, "-m", "transferlab.cli", "run", str(config), "--out", str(out),

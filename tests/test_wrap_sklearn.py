@@ -137,8 +137,6 @@ def test_svc_vote_ties_follow_libsvm_not_the_argmax():
     assert (scores[tied].argmax(1) != model.predict(wide[tied])).any()
     # an attack counts a point as evaded where the model's prediction differs from its label: at ε = 0 exactly the
     # points predict misclassifies, vote ties included (it used to follow the argmax of the scores there)
-    from transferlab import attacks
-
     labels = np.asarray(model.predict(wide))
     labels[tied] = scores[tied].argmax(1)  # correct by the vote rule, wrong by the argmax on these
     result = attacks.PGDLineSearch(norm=2, eps=0.0, lb=None, ub=None).run(model, wide, labels)
@@ -333,7 +331,8 @@ def test_a_model_fitted_on_a_table_checks_its_column_names():
         linear.input_gradient(reordered, y[:50])
     with pytest.raises(DataError, match="not the feature names"):
         attacks.PGDLineSearch(norm=2, eps=0.5, lb=None, ub=None).run(linear, reordered, y)
-    assert attacks.PGDLineSearch(norm=2, eps=0.5, lb=None, ub=None).run(linear, table, y).error > 0
+    attack = attacks.PGDLineSearch(norm=2, eps=0.5, lb=None, ub=None)
+    np.testing.assert_array_equal(attack.run(linear, table, y).x_adv, attack.run(linear, X, y).x_adv)
 
 
 def test_a_wrapped_bare_linear_classifier_takes_the_closed_form_line_search():
@@ -352,15 +351,18 @@ def test_a_wrapped_bare_linear_classifier_takes_the_closed_form_line_search():
     assert not models.wrap(make_pipeline(Normalizer(), LogisticRegression()).fit(X, y)).affine_scores
     assert not models.wrap(MLPClassifier(hidden_layer_sizes=(5,), max_iter=20).fit(X, y)).affine_scores
     attack = attacks.PGDLineSearch(norm=2, eps=1.5)
+    solved = []
+    closed_form = attack._attack_linear
+    attack._attack_linear = lambda *args: solved.append(args[0]) or closed_form(*args)
     ours, theirs = attack.run(native, X[:60], y[:60]), attack.run(wrapped, X[:60], y[:60])
+    assert solved == [native, wrapped]
     np.testing.assert_allclose(theirs.x_adv, ours.x_adv, rtol=0, atol=1e-9)
-    np.testing.assert_array_equal(theirs.iterations, ours.iterations)
 
 
 def test_audit_and_security_curves_check_a_tables_columns_too():
     """A review found the column-name rule bypassed where X was converted first: audit and security_curve now
-    refuse a reordered table as the attacks do. A table whose columns are taken in reverse (negative strides)
-    is scored as its copy."""
+    refuse a reordered table as the attacks do. An array whose rows are taken in reverse (negative strides) is
+    scored as its copy."""
     pd = pytest.importorskip("pandas")
     from transferlab.audit import audit
 
@@ -374,8 +376,9 @@ def test_audit_and_security_curves_check_a_tables_columns_too():
         audit(model, {"m": model}, reordered, y, [0.5])
     with pytest.raises(DataError, match="not the feature names"):
         attacks.security_curve(attacks.PGDLineSearch(norm=2), model, reordered, y, [0, 0.5])
-    assert audit(model, {"m": model}, table, y, [0.5])[0].predicted >= 0
-    reversed_rows = X[::-1]
+    in_order = audit(model, {"m": model}, table, y, [0.5])[0]
+    assert in_order.predicted == audit(model, {"m": model}, X, y, [0.5])[0].predicted
+    reversed_rows = X[::-1]  # rows in reverse order: negative strides, which torch does not take
     np.testing.assert_array_equal(model.decision_function(reversed_rows), model.decision_function(reversed_rows.copy()))
 
 
@@ -425,7 +428,8 @@ def test_a_wrapped_binary_rbf_svc_takes_the_kernel_line_search():
     attack = attacks.PGDLineSearch(norm=2, eps=1.0)
     ours, theirs = attack.run(native, X[:40], y[:40]), attack.run(wrapped, X[:40], y[:40])
     np.testing.assert_allclose(theirs.x_adv, ours.x_adv, rtol=0, atol=1e-8)
-    np.testing.assert_array_equal(theirs.success, ours.success)
+    decided = np.abs(native.decision_function(ours.x_adv)[:, 1]) > 1e-6  # two implementations: not on a tie
+    np.testing.assert_array_equal(theirs.success[decided], ours.success[decided])
 
 
 @pytest.mark.parametrize("steps", [[StandardScaler()], [MinMaxScaler()], [MaxAbsScaler()], [RobustScaler()],
