@@ -31,6 +31,8 @@ previous fraction's points plus new ones (``run(start=...)``, as the experiments
 with ``attack.warm_start``, their default), and whether it rises.
 With --equal-error, Table 3 compares the attacks at equal damage: the default mode cut after k ascent iterations
 (``max_steps=k``), the smallest k whose points cause at least secml's test error, its CPU per point and the ratio.
+With --stall-error 0.02,0.05, Table 4 runs the default mode with its error stall rule on at each value
+(``Poisoning(..., stall_error=v)``): CPU per point, test error, retrainings and the ratio to secml.
 """
 
 from __future__ import annotations
@@ -77,6 +79,9 @@ def main() -> None:
                         help="secml's passes over the poisoning points (run(max_iter=...); default 1, secml's)")
     parser.add_argument("--equal-error", action="store_true",
                         help="also time the default mode until its points cause secml's test error (Table 3)")
+    parser.add_argument("--stall-error", metavar="VALUES",
+                        help="also run the default mode with these values of its error stall rule (stall_error, "
+                             "comma-separated; Table 4)")
     parser.add_argument("--secml-distance", default="l2", choices=["l1", "l2"],
                         help="secml's step geometry: l2 moves all pixels along the gradient (as transferlab), "
                              "l1 one pixel per step (the default of secml's SVM and logistic attacks)")
@@ -151,7 +156,7 @@ def table(args, split, names, fractions) -> None:
                 assert np.array_equal(again[3], X_p), "the default mode is deterministic for a seed"
                 cpu = min(cpu, again[1])
             rows.append({"name": name, "fraction": fraction, "n": n_points, "cpu": cpu, "error": error,
-                         "steps": len(result.history) - 1,
+                         "steps": len(result.history) - 1, "fits": result.retrainings,
                          "start": result.initial_indices, "X_p": X_p, "y_p": y_p})
             if args.sequential:
                 _, cpu_s, error_s, _, _ = run_transferlab(name, split, n_points, **SEQUENTIAL)
@@ -187,6 +192,8 @@ def table(args, split, names, fractions) -> None:
               f"max {max(ratios):.0f})")
     if args.equal_error:
         print_equal_error(split, [row for row in every_row if "secml_error" in row])
+    if args.stall_error:
+        print_stall_error(args, split, every_row, [float(v) for v in args.stall_error.split(",")])
 
 
 def common_scores(args, split, name, rows) -> list[dict]:
@@ -273,6 +280,27 @@ def print_equal_error(split, rows: list[dict]) -> None:
                 line += f"{'never':>5} {row['steps']:>4} (the full run's error {row['error']:.3f})"
                 break
             previous = result.retrainings
+        print(line, flush=True)
+
+
+def print_stall_error(args, split, rows: list[dict], values: list[float]) -> None:
+    """Table 4: the default mode with its error stall rule on (``stall_error=v``: the same ascent, stopped once the
+    validation error stops rising), per value its CPU per point (the least of --repeat runs), test error,
+    retrainings and secml's time over it where secml ran — the speed the rule buys and the damage it costs, next
+    to the default (stall_error 0)."""
+    head = f"{'default: s/pt':>13} {'err':>5} {'fits':>4}" + "".join(
+        f" | {'v=' + format(v, 'g') + ': s/pt':>13} {'err':>5} {'fits':>4} {'x':>5}" for v in values)
+    print_head(CELL_HEAD + head, "error stall rule: the default mode with stall_error=v; fits: retrainings; x: "
+               "secml's time / that time (where secml ran)")
+    for row in rows:
+        line = f"{cell(row)}{row['cpu'] / row['n']:13.4f} {row['error']:5.3f} {row['fits']:4d}"
+        for v in values:
+            cpu, error, fits = None, None, None
+            for _ in range(args.repeat):
+                result, c, error, _, _ = run_transferlab(row["name"], split, row["n"], stall_error=v)
+                cpu, fits = c if cpu is None else min(cpu, c), result.retrainings
+            ratio = f"{row['secml_cpu'] / cpu:5.0f}" if "secml_cpu" in row else f"{'-':>5}"
+            line += f" | {cpu / row['n']:13.4f} {error:5.3f} {fits:4d} {ratio}"
         print(line, flush=True)
 
 

@@ -480,6 +480,39 @@ def test_batch_poisoning_with_a_generic_session_and_confident_start(mnist_parts)
     assert set(r.initial_indices) == set(np.argsort(-margins)[:4])
 
 
+def test_error_stall_rule():
+    """The error stall rule compares the best validation error of the last ERROR_STALL_WINDOW iterates with the best
+    before them, relative to the best error's gain over the start."""
+    from transferlab.attacks.poisoning.strategies import ERROR_STALL_WINDOW as W, error_stalled
+
+    rising = [0.1 + 0.01 * k for k in range(W + 3)]
+    assert not error_stalled(rising[:W], 0.5)                         # too few iterates to judge
+    assert not error_stalled(rising, 0.05)                            # the last W gained 0.08 of 0.10
+    assert error_stalled(rising, 0.9)
+    flat = [0.1, 0.3] + [0.3] * W
+    assert error_stalled(flat, 0.01)                                  # no gain in the last W
+    assert not error_stalled([0.2] * (W + 3), 0.5)                    # never gained: never stalled
+    assert error_stalled([0.1, 0.4] + [0.35] * W, 1e-9)               # the last W fell below the best before
+
+
+def test_error_stall_stops_the_same_path_early(mnist_parts):
+    """stall_error only stops the ascent: its iterates are the first ones of the run without it, it retrains no
+    more, and it stopped where the rule says so (or where the run without it stopped)."""
+    from transferlab.attacks.poisoning.strategies import error_stalled
+
+    s = mnist_parts
+    data = (s.target.X, s.target.y, s.validation.X, s.validation.y)
+    full = attacks.Poisoning(surrogate="svm_rbf_h", n_points=15, seed=0).run(*data)
+    cut = attacks.Poisoning(surrogate="svm_rbf_h", n_points=15, seed=0, stall_error=0.3).run(*data)
+    k = len(cut.history)
+    assert 1 < k < len(full.history) and cut.retrainings < full.retrainings
+    np.testing.assert_array_equal(cut.history, full.history[:k])
+    np.testing.assert_array_equal(cut.error_history, full.error_history[:k])
+    assert error_stalled(list(cut.error_history), 0.3)
+    assert not any(error_stalled(list(cut.error_history[:j]), 0.3) for j in range(1, k))
+    assert cut.validation_error_poisoned == cut.error_history.max()
+
+
 def test_poisoning_modes_and_starts_are_checked():
     with pytest.raises(ConfigError, match="mode"):
         attacks.Poisoning(mode="parallel")
@@ -488,6 +521,8 @@ def test_poisoning_modes_and_starts_are_checked():
     for value in (-0.1, 1.0, float("nan"), True, "0.1"):
         with pytest.raises(ConfigError, match="stall"):
             attacks.Poisoning(stall=value)
+        with pytest.raises(ConfigError, match="stall_error"):
+            attacks.Poisoning(stall_error=value)
         with pytest.raises(ConfigError, match="momentum"):
             attacks.Poisoning(momentum=value)
     with pytest.raises(ConfigError, match="keep"):

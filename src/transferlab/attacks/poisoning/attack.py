@@ -43,19 +43,22 @@ class PoisoningSettings(AttackSettings):
     ``mode`` "batch" (the default: all points together, one implicit-gradient solve per step, warm-started
     retraining) or "sequential" (the paper's one-point-at-a-time algorithm; see
     :mod:`transferlab.attacks.poisoning.strategies`); ``max_steps`` common steps, ``momentum`` the weight of the
-    previous step in the next direction (heavy ball; 0: the gradient alone), ``stall`` the stall rule (stop once
-    the last five steps added less than this fraction of the gain so far; 0: only ``tol`` and ``max_steps`` stop
-    it) and ``keep`` which iterate to return ("error": the one with the highest validation error of the surrogate;
-    "last": the last, of the highest validation loss) — batch; ``max_passes`` passes over the points and
-    ``max_iter`` ascent steps per point and pass — sequential; ``step`` the largest step (ℓ2 length per point;
-    default 0.25·‖ub − lb‖·√d); ``grid`` step sizes tried per line search; ``tol`` the least gain of the validation
-    loss a step must bring; ``init`` the starting points ("random": a seeded random draw, or "confident": the
-    training points the clean surrogate classifies with the largest margin), labels flipped."""
+    previous step in the next direction (heavy ball; 0: the gradient alone), ``stall`` the stall rule (stop once the
+    last five steps added less than this fraction of the gain so far; 0: only ``tol`` and ``max_steps`` stop it),
+    ``stall_error`` the error stall rule (stop once the best validation error of the last eight steps is above the
+    best before them by less than this fraction of its gain; 0, the default: off — a faster, weaker attack where it
+    is on, measured in the README) and ``keep`` which iterate to return ("error": the one with the highest
+    validation error of the surrogate; "last": the last, of the highest validation loss) — batch; ``max_passes``
+    passes over the points and ``max_iter`` ascent steps per point and pass — sequential; ``step`` the largest step
+    (ℓ2 length per point; default 0.25·‖ub − lb‖·√d); ``grid`` step sizes tried per line search; ``tol`` the least
+    gain of the validation loss a step must bring; ``init`` the starting points ("random": a seeded random draw, or
+    "confident": the training points the clean surrogate classifies with the largest margin), labels flipped."""
 
     mode: Literal["batch", "sequential"] = "batch"
     max_steps: StrictInt = Field(100, ge=1, le=MAX_STEPS)
     momentum: float = Field(0.9, ge=0, lt=1, allow_inf_nan=False)
     stall: float = Field(0.01, ge=0, lt=1, allow_inf_nan=False)
+    stall_error: float = Field(0.0, ge=0, lt=1, allow_inf_nan=False)
     keep: Literal["error", "last"] = "error"
     max_passes: StrictInt = Field(3, ge=1, le=10 ** 6)
     max_iter: StrictInt = Field(5, ge=1, le=MAX_STEPS)
@@ -185,7 +188,8 @@ class Poisoning:
         max_step = s.step if s.step is not None else 0.25 * (self.ub - self.lb) * np.sqrt(X_p.shape[1])
         if s.mode == "batch":
             X_p, result = batch(problem, X_p.copy(), y_p, chosen, max_step=max_step, max_steps=s.max_steps,
-                                grid=s.grid, tol=s.tol, stall=s.stall, keep=s.keep, momentum=s.momentum)
+                                grid=s.grid, tol=s.tol, stall=s.stall, keep=s.keep, momentum=s.momentum,
+                                stall_error=s.stall_error)
         else:
             X_p, result = sequential(problem, X_p.copy(), y_p, chosen, max_step=max_step, max_passes=s.max_passes,
                                      max_iter=s.max_iter, grid=s.grid, tol=s.tol)

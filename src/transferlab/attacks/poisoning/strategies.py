@@ -41,6 +41,8 @@ from transferlab.attacks.poisoning.solvers import signed
 
 #: the accepted steps over which the batch ascent's stall rule measures its progress
 STALL_WINDOW = 5
+#: the accepted steps over which the error stall rule (``stall_error``) measures the validation error's progress
+ERROR_STALL_WINDOW = 8
 
 
 @dataclass
@@ -166,14 +168,18 @@ def validation_error(family: Family, params, X_val: np.ndarray, y_val: np.ndarra
 
 
 def batch(problem: Problem, X_p: np.ndarray, y_p: np.ndarray, chosen: np.ndarray, *, max_step: float,
-          max_steps: int, grid: int, tol: float, stall: float, keep: str, momentum: float) -> tuple[np.ndarray, PoisoningResult]:
+          max_steps: int, grid: int, tol: float, stall: float, keep: str, momentum: float,
+          stall_error: float = 0.0) -> tuple[np.ndarray, PoisoningResult]:
     """All points together: one common step along every point's box-blocked unit direction plus ``momentum``
     times the previous step (per unit of step length: heavy-ball ascent, which crosses the narrow curved ridges of
     the smooth families' A in a fraction of the steps; dropped once when it overshoots), found by backtracking
     (halving at most ``grid`` times from the last accepted step, which doubles — up to ``max_step`` — after a step
     accepted at once; the first try is a quarter of ``max_step``); stops after ``max_steps`` steps, when no step
     raises A by more than ``tol``, or — ``stall`` > 0 — when the last :data:`STALL_WINDOW` accepted steps together
-    raised A by less than ``stall`` times the gain since the start. Returns the last iterate (``keep="last"``, the
+    raised A by less than ``stall`` times the gain since the start, or — ``stall_error`` > 0 — when the best
+    validation error of the last :data:`ERROR_STALL_WINDOW` accepted steps exceeds the best before them by less
+    than ``stall_error`` times the best error's gain over the start (the steps that only deepen the hinge or log
+    loss of points already misclassified). Returns the last iterate (``keep="last"``, the
     highest A) or the accepted iterate, start included, with the highest validation error of the surrogate
     (``keep="error"``; ties go to the later one)."""
     lb, ub = problem.lb, problem.ub
@@ -215,6 +221,8 @@ def batch(problem: Problem, X_p: np.ndarray, y_p: np.ndarray, chosen: np.ndarray
         if stall > 0 and len(history) > STALL_WINDOW and \
                 history[-1] - history[-1 - STALL_WINDOW] < stall * (history[-1] - history[0]):
             break
+        if stall_error > 0 and error_stalled(errors, stall_error):
+            break
     best = len(history) - 1
     if keep == "error":
         best = len(errors) - 1 - int(np.argmax(errors[::-1]))      # the highest error, the later one on ties
@@ -225,6 +233,16 @@ def batch(problem: Problem, X_p: np.ndarray, y_p: np.ndarray, chosen: np.ndarray
                              validation_error_clean=session.validation_error(clean_fit),
                              validation_error_poisoned=errors[best])
     return iterates[best], result
+
+
+def error_stalled(errors: list[float], stall_error: float) -> bool:
+    """Whether the best validation error of the last :data:`ERROR_STALL_WINDOW` iterates exceeds the best of the
+    earlier ones by less than ``stall_error`` times the best error's gain over the start (never while that gain is
+    0)."""
+    if len(errors) <= ERROR_STALL_WINDOW:
+        return False
+    gain = max(errors) - errors[0]
+    return gain > 0 and max(errors[-ERROR_STALL_WINDOW:]) - max(errors[:-ERROR_STALL_WINDOW]) < stall_error * gain
 
 
 def padded(problem: Problem, X_s: np.ndarray, y_s: np.ndarray, labels: np.ndarray,
