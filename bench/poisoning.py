@@ -119,8 +119,8 @@ def main() -> None:
 
 def default_settings() -> str:
     s = attacks.PoisoningSettings()
-    return (f"mode={s.mode!r}, max_steps={s.max_steps}, momentum={s.momentum}, stall={s.stall}, keep={s.keep!r}, "
-            f"grid={s.grid}, tol={s.tol}, init={s.init!r}")
+    return (f"mode={s.mode!r}, max_steps={s.max_steps}, momentum={s.momentum}, stall={s.stall}, "
+            f"stall_error={s.stall_error}, keep={s.keep!r}, grid={s.grid}, tol={s.tol}, init={s.init!r}")
 
 
 def run_transferlab(name, split, n_points, start=None, **settings):
