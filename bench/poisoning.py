@@ -47,6 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from transferlab import attacks, datasets, models
+from transferlab.errors import ConfigError
 
 MODELS = ["svm_h", "svm_l", "logistic_h", "logistic_l", "ridge_h", "ridge_l", "svm_rbf_h", "svm_rbf_l"]
 # secml's MNIST poisoning tutorial (tutorials/06-MNIST_dataset.ipynb); secml has no default (it reads
@@ -86,6 +87,12 @@ def main() -> None:
                         help="secml's step geometry: l2 moves all pixels along the gradient (as transferlab), "
                              "l1 one pixel per step (the default of secml's SVM and logistic attacks)")
     args = parser.parse_args()
+    try:
+        args.stall_error = [float(v) for v in args.stall_error.split(",")] if args.stall_error else []
+        attacks.Poisoning(stall_error=max(args.stall_error, default=0.0))
+        attacks.Poisoning(stall_error=min(args.stall_error, default=0.0))
+    except (ValueError, ConfigError) as error:
+        parser.error(f"--stall-error: {error}")
     if args.threads:
         import scipy.linalg  # noqa: F401  (load every BLAS before limiting its threads)
         import sklearn.svm  # noqa: F401
@@ -193,7 +200,7 @@ def table(args, split, names, fractions) -> None:
     if args.equal_error:
         print_equal_error(split, [row for row in every_row if "secml_error" in row])
     if args.stall_error:
-        print_stall_error(args, split, every_row, [float(v) for v in args.stall_error.split(",")])
+        print_stall_error(args, split, every_row, args.stall_error)
 
 
 def common_scores(args, split, name, rows) -> list[dict]:

@@ -493,6 +493,15 @@ def test_error_stall_rule():
     assert error_stalled(flat, 0.01)                                  # no gain in the last W
     assert not error_stalled([0.2] * (W + 3), 0.5)                    # never gained: never stalled
     assert error_stalled([0.1, 0.4] + [0.35] * W, 1e-9)               # the last W fell below the best before
+    assert not error_stalled([0.3, 0.2] + [0.1] * W, 0.5)             # fell below the start: no gain, no stall
+    # the window is the last W iterates: its best is the first of them, then just before them
+    assert not error_stalled([0.1] * 3 + [0.5] + [0.2] * (W - 1), 0.5)
+    assert error_stalled([0.1] * 3 + [0.5] + [0.2] * W, 0.5)
+    assert error_stalled([0.1, 0.5, 0.2] + [0.52] * W, 0.1)            # against the best before, not the last
+    assert not error_stalled([0.1 + 0.001 * k for k in range(W + 3)], 0.5)   # relative to the gain, not absolute
+    assert not error_stalled([0.1, 0.2, 0.3] + [0.25] * (W - 1), 0.4)     # the window's best, not its last
+    assert error_stalled([0.0, 0.5, 0.6] + [0.1] * (W - 1), 0.3)         # the best's gain, not the last's
+    assert not error_stalled([0.0, 0.25] + [0.5] * W, 0.5)             # exactly v of the gain is not a stall
 
 
 def test_error_stall_stops_the_same_path_early(mnist_parts):

@@ -46,13 +46,14 @@ class PoisoningSettings(AttackSettings):
     previous step in the next direction (heavy ball; 0: the gradient alone), ``stall`` the stall rule (stop once the
     last five steps added less than this fraction of the gain so far; 0: only ``tol`` and ``max_steps`` stop it),
     ``stall_error`` the error stall rule (stop once the best validation error of the last eight steps is above the
-    best before them by less than this fraction of its gain; 0, the default: off — a faster, weaker attack where it
-    is on, measured in the README) and ``keep`` which iterate to return ("error": the one with the highest
-    validation error of the surrogate; "last": the last, of the highest validation loss) — batch; ``max_passes``
-    passes over the points and ``max_iter`` ascent steps per point and pass — sequential; ``step`` the largest step
-    (ℓ2 length per point; default 0.25·‖ub − lb‖·√d); ``grid`` step sizes tried per line search; ``tol`` the least
-    gain of the validation loss a step must bring; ``init`` the starting points ("random": a seeded random draw, or
-    "confident": the training points the clean surrogate classifies with the largest margin), labels flipped."""
+    best before them by less than this fraction of its gain, or below it; 0, the default: off — a faster, weaker
+    attack where it is on, measured in the README) and ``keep`` which iterate to return ("error": the one with the
+    highest validation error of the surrogate; "last": the last, of the highest validation loss) — batch;
+    ``max_passes`` passes over the points and ``max_iter`` ascent steps per point and pass — sequential; ``step``
+    the largest step (ℓ2 length per point; default 0.25·‖ub − lb‖·√d); ``grid`` step sizes tried per line search;
+    ``tol`` the least gain of the validation loss a step must bring; ``init`` the starting points ("random": a
+    seeded random draw, or "confident": the training points the clean surrogate classifies with the largest margin),
+    labels flipped."""
 
     mode: Literal["batch", "sequential"] = "batch"
     max_steps: StrictInt = Field(100, ge=1, le=MAX_STEPS)

@@ -178,10 +178,10 @@ def batch(problem: Problem, X_p: np.ndarray, y_p: np.ndarray, chosen: np.ndarray
     raises A by more than ``tol``, or — ``stall`` > 0 — when the last :data:`STALL_WINDOW` accepted steps together
     raised A by less than ``stall`` times the gain since the start, or — ``stall_error`` > 0 — when the best
     validation error of the last :data:`ERROR_STALL_WINDOW` accepted steps exceeds the best before them by less
-    than ``stall_error`` times the best error's gain over the start (the steps that only deepen the hinge or log
-    loss of points already misclassified). Returns the last iterate (``keep="last"``, the
-    highest A) or the accepted iterate, start included, with the highest validation error of the surrogate
-    (``keep="error"``; ties go to the later one)."""
+    than ``stall_error`` times the best error's gain over the start, or falls below it (the steps that only deepen
+    the hinge or log loss of points already misclassified; it can first stop after ERROR_STALL_WINDOW + 1 steps).
+    Returns the last iterate (``keep="last"``, the highest A) or the accepted iterate, start included, with the
+    highest validation error of the surrogate (``keep="error"``; ties go to the later one)."""
     lb, ub = problem.lb, problem.ub
     session = problem.family.session(problem.X_train, problem.y_train, problem.X_val, problem.y_val)
     clean_fit = session.fit(X_p[:0], y_p[:0])
@@ -237,8 +237,8 @@ def batch(problem: Problem, X_p: np.ndarray, y_p: np.ndarray, chosen: np.ndarray
 
 def error_stalled(errors: list[float], stall_error: float) -> bool:
     """Whether the best validation error of the last :data:`ERROR_STALL_WINDOW` iterates exceeds the best of the
-    earlier ones by less than ``stall_error`` times the best error's gain over the start (never while that gain is
-    0)."""
+    earlier ones (the start included) by less than ``stall_error`` times the best error's gain over the start, or
+    falls below it (never while that gain is 0)."""
     if len(errors) <= ERROR_STALL_WINDOW:
         return False
     gain = max(errors) - errors[0]
