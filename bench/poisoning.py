@@ -89,8 +89,8 @@ def main() -> None:
     args = parser.parse_args()
     try:
         args.stall_error = [float(v) for v in args.stall_error.split(",")] if args.stall_error else []
-        attacks.Poisoning(stall_error=max(args.stall_error, default=0.0))
-        attacks.Poisoning(stall_error=min(args.stall_error, default=0.0))
+        for value in args.stall_error:
+            attacks.Poisoning(stall_error=value)        # the attack's own check, before any run
     except (ValueError, ConfigError) as error:
         parser.error(f"--stall-error: {error}")
     if args.threads:
@@ -302,10 +302,9 @@ def print_stall_error(args, split, rows: list[dict], values: list[float]) -> Non
     for row in rows:
         line = f"{cell(row)}{row['cpu'] / row['n']:13.4f} {row['error']:5.3f} {row['fits']:4d}"
         for v in values:
-            cpu, error, fits = None, None, None
-            for _ in range(args.repeat):
-                result, c, error, _, _ = run_transferlab(row["name"], split, row["n"], stall_error=v)
-                cpu, fits = c if cpu is None else min(cpu, c), result.retrainings
+            runs = [run_transferlab(row["name"], split, row["n"], stall_error=v) for _ in range(args.repeat)]
+            result, _, error, _, _ = runs[0]
+            cpu, fits = min(run[1] for run in runs), result.retrainings
             ratio = f"{row['secml_cpu'] / cpu:5.0f}" if "secml_cpu" in row else f"{'-':>5}"
             line += f" | {cpu / row['n']:13.4f} {error:5.3f} {fits:4d} {ratio}"
         print(line, flush=True)

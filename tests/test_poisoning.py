@@ -512,13 +512,15 @@ def test_error_stall_stops_the_same_path_early(mnist_parts):
     s = mnist_parts
     data = (s.target.X, s.target.y, s.validation.X, s.validation.y)
     full = attacks.Poisoning(surrogate="svm_rbf_h", n_points=15, seed=0).run(*data)
-    cut = attacks.Poisoning(surrogate="svm_rbf_h", n_points=15, seed=0, stall_error=0.3).run(*data)
+    # 0.25: on this path the rule's ratio (the window's rise over the gain) is 0.30 one step before it fires and 0.19
+    # where it fires, far from 0.25 on either side, so a machine that rounds differently stops at the same step
+    cut = attacks.Poisoning(surrogate="svm_rbf_h", n_points=15, seed=0, stall_error=0.25).run(*data)
     k = len(cut.history)
     assert 1 < k < len(full.history) and cut.retrainings < full.retrainings
     np.testing.assert_array_equal(cut.history, full.history[:k])
     np.testing.assert_array_equal(cut.error_history, full.error_history[:k])
-    assert error_stalled(list(cut.error_history), 0.3)
-    assert not any(error_stalled(list(cut.error_history[:j]), 0.3) for j in range(1, k))
+    assert error_stalled(list(cut.error_history), 0.25)
+    assert not any(error_stalled(list(cut.error_history[:j]), 0.25) for j in range(1, k))
     assert cut.validation_error_poisoned == cut.error_history.max()
 
 

@@ -169,7 +169,7 @@ def validation_error(family: Family, params, X_val: np.ndarray, y_val: np.ndarra
 
 def batch(problem: Problem, X_p: np.ndarray, y_p: np.ndarray, chosen: np.ndarray, *, max_step: float,
           max_steps: int, grid: int, tol: float, stall: float, keep: str, momentum: float,
-          stall_error: float = 0.0) -> tuple[np.ndarray, PoisoningResult]:
+          stall_error: float) -> tuple[np.ndarray, PoisoningResult]:
     """All points together: one common step along every point's box-blocked unit direction plus ``momentum``
     times the previous step (per unit of step length: heavy-ball ascent, which crosses the narrow curved ridges of
     the smooth families' A in a fraction of the steps; dropped once when it overshoots), found by backtracking
