@@ -762,3 +762,89 @@ def test_active_set_schur_iterations_reach_the_refactored_optimum(mnist_parts, m
         np.testing.assert_allclose(schur[3].solve(rhs), expected, rtol=1e-6, atol=1e-8 * np.abs(expected).max())
         beta = dense[0]
     assert schur_used
+
+
+@pytest.mark.parametrize("name", ["svm_h", "svm_rbf_h", "logistic_h", "ridge_l"])
+def test_features_zero_in_every_row_get_zero_gradients(mnist_parts, name):
+    """The identity the attack's column reduction rests on (:func:`live_features`): where a feature is 0 in every
+    training, validation and poisoning row, every family's implicit gradient is exactly 0 — by the session and by
+    the family's own fit alike."""
+    s = mnist_parts
+    X, y, X_val, y_val = s.target.X, s.target.y, s.validation.X, s.validation.y
+    dead = ~np.any(np.vstack([X, X_val]) != 0, axis=0)
+    assert 100 < dead.sum() < 600                                     # the embedded digits' border pixels
+    family = family_for(models.create(name))
+    X_p = np.clip(X[:5] + 0.1, 0.0, 1.0)
+    X_p[:, dead] = 0.0
+    y_p = 1 - y[:5]
+    session = family.session(X, y, X_val, y_val)
+    grads = session.gradients(session.fit(X_p, y_p))
+    XA, yA = np.vstack([X, X_p]), np.r_[y, y_p]
+    direct = family.gradients(family.fit(XA, yA), XA, yA, np.arange(len(X), len(XA)), X_val, y_val)
+    for g in (grads, direct):
+        assert np.abs(g).max() > 0 and np.all(g[:, dead] == 0)
+
+
+@pytest.mark.parametrize("name", ["svm_h", "svm_rbf_h", "logistic_h", "ridge_l"])
+def test_the_attack_on_the_live_features_is_the_attack_on_all(mnist_parts, name):
+    """``Poisoning.run`` drops the features that are 0 in every row and puts them back as 0: the points, the
+    validation losses and errors of every step are the batch ascent's on all features, to rounding (the BLAS
+    products sum fewer zeros)."""
+    from transferlab.attacks.poisoning.strategies import Problem, batch
+
+    s = mnist_parts
+    X, y, X_val, y_val = s.target.X, s.target.y, s.validation.X, s.validation.y
+    dead = ~np.any(np.vstack([X, X_val]) != 0, axis=0)
+    attack = attacks.Poisoning(surrogate=name, n_points=6, seed=3, max_steps=12)
+    r = attack.run(X, y, X_val, y_val)
+    assert np.all(r.X_p[:, dead] == 0) and np.all(r.X_start[:, dead] == 0) and r.X_p.shape == (6, X.shape[1])
+    st = attack.settings
+    problem = Problem(attack._family(), X, y, X_val, y_val, 0.0, 1.0)
+    drawn = r.initial_indices
+    full, result = batch(problem, X[drawn].copy(), 1 - y[drawn], drawn, max_step=0.25 * np.sqrt(X.shape[1]),
+                         max_steps=12, grid=st.grid, tol=st.tol, stall=st.stall, keep=st.keep, momentum=st.momentum,
+                         stall_error=st.stall_error)
+    assert np.all(full[:, dead] == 0)
+    np.testing.assert_allclose(r.X_p, full, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(r.history, result.history, rtol=1e-9)
+    np.testing.assert_array_equal(r.error_history, result.error_history)
+    assert r.retrainings == result.retrainings
+
+
+def test_live_features():
+    """The columns some row uses; None where all are used or 0 lies outside the box (a clip would move it)."""
+    from transferlab.attacks.poisoning.attack import live_features, widened
+
+    A = np.array([[0.0, 0.5, 0.0, 0.0], [0.0, 0.2, 0.0, 0.0]])
+    B = np.array([[0.0, 0.0, 0.0, 0.3]])
+    start = np.array([[0.0, 0.0, 0.1, 0.0]])
+    assert live_features(0.0, 1.0, A, B).tolist() == [1, 3]
+    assert live_features(0.0, 1.0, A, B, start).tolist() == [1, 2, 3]       # a given start point's features count
+    assert live_features(-1.0, 1.0, A, B).tolist() == [1, 3]
+    assert live_features(0.1, 1.0, A, B) is None
+    assert live_features(-1.0, -0.1, A, B) is None
+    assert live_features(0.0, 1.0, A + 0.1, B) is None
+    np.testing.assert_array_equal(widened(np.array([[2.0, 3.0]]), np.array([1, 3]), 4), [[0.0, 2.0, 0.0, 3.0]])
+
+
+def test_start_points_with_features_the_data_lack_keep_them(mnist_parts, monkeypatch):
+    """A start point may use a feature no training or validation row uses: that feature stays in the attack, and
+    the result is in the full feature space."""
+    from transferlab.attacks.poisoning import attack as attack_module
+
+    s = mnist_parts
+    X, y, X_val, y_val = s.target.X, s.target.y, s.validation.X, s.validation.y
+    dead = np.flatnonzero(~np.any(np.vstack([X, X_val]) != 0, axis=0))
+    X_s = X[:2].copy()
+    X_s[:, dead[:3]] = 0.7
+    original, used = attack_module.live_features, []
+
+    def spy(*args):
+        used.append(original(*args))
+        return used[-1]
+
+    monkeypatch.setattr(attack_module, "live_features", spy)
+    r = attacks.Poisoning(surrogate="svm_rbf_h", n_points=4, seed=0, max_steps=5).run(X, y, X_val, y_val,
+                                                                                      start=(X_s, 1 - y[:2]))
+    assert len(used) == 1 and set(dead[:3]) <= set(used[0]) and not set(dead[3:]) & set(used[0])
+    assert r.X_p.shape == (4, X.shape[1]) and np.all(r.X_p[:, dead[3:]] == 0)

@@ -131,7 +131,7 @@ class Poisoning:
         points (:data:`REPLACE_POINTS`, :data:`REPLACE_FRACTION`): a new set of points replaces the smaller
         attacker's only where the attacker's own data say it is better. The result's ``from_start`` and
         ``inert`` say which one it kept. Up to :data:`ONE_THREAD_ROWS` rows the attack runs with one BLAS
-        thread."""
+        thread, and on the features that some row uses (:func:`live_features`; the others stay 0)."""
         X_train, X_val = check_X(X_train, "X_train"), check_X(X_val, "X_val")
         y_train, y_val = check_y(y_train, len(X_train), name="y_train"), check_y(y_val, len(X_val), name="y_val")
         if len(X_val) == 0:
@@ -158,14 +158,29 @@ class Poisoning:
         return result
 
     def _crafted(self, X_train, y_train, X_val, y_val, X_s, y_s) -> tuple[np.ndarray, np.ndarray, PoisoningResult]:
+        d = X_train.shape[1]
+        s = self.settings
+        max_step = s.step if s.step is not None else 0.25 * (self.ub - self.lb) * np.sqrt(d)
+        live = live_features(self.lb, self.ub, X_train, X_val, X_s)
+        if live is not None:        # the attack on the other features: the same points, the dead ones stay 0
+            X_train, X_val, X_s = X_train[:, live], X_val[:, live], X_s[:, live]
+        X_p, y_p, result = self._from_draw(X_train, y_train, X_val, y_val, X_s, y_s, max_step)
+        if live is not None:
+            X_p, result.X_start = widened(X_p, live, d), widened(result.X_start, live, d)
+        return X_p, y_p, result
+
+    def _from_draw(self, X_train, y_train, X_val, y_val, X_s, y_s,
+                   max_step: float) -> tuple[np.ndarray, np.ndarray, PoisoningResult]:
+        """The points from the seeded draw and, with start points, the choice described in :meth:`run`."""
         problem = Problem(self._family(), X_train, y_train, X_val, y_val, float(self.lb), float(self.ub))
         drawn = start_indices(problem, self.n_points, self.settings.init, self.seed)
-        X_p, y_p, result = self._optimise(problem, X_train[drawn], 1 - y_train[drawn], drawn)
+        X_p, y_p, result = self._optimise(problem, X_train[drawn], 1 - y_train[drawn], drawn, max_step)
         if len(X_s):
             rest = drawn[len(X_s):]
             labels = 1 - y_train[rest]
             candidates = [(X_p, y_p, result), self._optimise(problem, np.vstack([X_s, X_train[rest]]),
-                                                             np.r_[y_s, labels], np.r_[np.full(len(X_s), -1), rest])]
+                                                             np.r_[y_s, labels], np.r_[np.full(len(X_s), -1), rest],
+                                                             max_step)]
             candidates[1][2].from_start = True
             X_p, y_p, result = max(reversed(candidates), key=lambda c: (c[2].validation_error_poisoned,
                                                                         c[2].validation_loss_poisoned))
@@ -181,12 +196,11 @@ class Poisoning:
             result.retrainings = retrainings
         return X_p, y_p, result
 
-    def _optimise(self, problem: Problem, X_p: np.ndarray, y_p: np.ndarray,
-                  chosen: np.ndarray) -> tuple[np.ndarray, np.ndarray, PoisoningResult]:
+    def _optimise(self, problem: Problem, X_p: np.ndarray, y_p: np.ndarray, chosen: np.ndarray,
+                  max_step: float) -> tuple[np.ndarray, np.ndarray, PoisoningResult]:
         """One run of the configured strategy from (X_p, y_p) (``chosen``: their training indices, −1 for given
-        rows)."""
+        rows; ``max_step``: the largest step, from the full feature space)."""
         X_start, s = X_p.copy(), self.settings
-        max_step = s.step if s.step is not None else 0.25 * (self.ub - self.lb) * np.sqrt(X_p.shape[1])
         if s.mode == "batch":
             X_p, result = batch(problem, X_p.copy(), y_p, chosen, max_step=max_step, max_steps=s.max_steps,
                                 grid=s.grid, tol=s.tol, stall=s.stall, keep=s.keep, momentum=s.momentum,
@@ -216,3 +230,26 @@ class Poisoning:
         if len(X_s) and (X_s.min() < self.lb - 1e-12 or X_s.max() > self.ub + 1e-12):
             raise DataError(f"start points lie outside the box [{self.lb}, {self.ub}]")
         return X_s, y_s
+
+
+def live_features(lb: float, ub: float, *blocks: np.ndarray) -> np.ndarray | None:
+    """The columns where some row of ``blocks`` (the training, validation and given start points) is not 0, or
+    None where every column is or 0 is outside the box [lb, ub].
+
+    A feature that is 0 in every row the attack sees stays 0: every family's implicit gradient vanishes there (the
+    model does not use the feature: the regularised weight w_j is 0, and a kernel's ∇_x K(a, x) has the entry
+    a_j − x_j or a_j, 0 for all rows), a step leaves it at 0, and the clip to the box keeps it where 0 ∈ [lb, ub].
+    So the attack runs on the other columns — the same points, at a fraction of the cost where the data have
+    such features (the pixels at the border of MNIST digits: 255 of 784 in the bench's 800 training and validation
+    images) — and the dead features are put back as 0 (:func:`widened`)."""
+    if not lb <= 0.0 <= ub:
+        return None
+    live = np.flatnonzero(np.any([np.any(block != 0, axis=0) for block in blocks], axis=0))
+    return live if live.size < blocks[0].shape[1] else None
+
+
+def widened(X: np.ndarray, live: np.ndarray, d: int) -> np.ndarray:
+    """The rows of X (the ``live`` columns of points in d features) with the other features put back as 0."""
+    out = np.zeros((len(X), d))
+    out[:, live] = X
+    return out

@@ -5,6 +5,7 @@ retraining session (an exact active-set solve of the dual on a cached kernel mat
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Callable
 
 import numpy as np
@@ -17,10 +18,15 @@ from transferlab.attacks.poisoning.solvers import (BorderedSolver, bordered_leas
 
 @dataclass
 class KernelParams:
-    X: np.ndarray          # the training points
+    blocks: tuple[np.ndarray, ...]  # the training points in row blocks (a session's: the clean rows, the poisoning rows)
     beta: np.ndarray       # dual coefficients ỹ_i α_i for every training point (0 for non-support vectors)
     b: float
     kernel: Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+    @cached_property
+    def X(self) -> np.ndarray:
+        """The training points, stacked when first used: a session's rejected retrainings never need them."""
+        return self.blocks[0] if len(self.blocks) == 1 else np.vstack(self.blocks)
 
     def scores(self, X: np.ndarray) -> np.ndarray:
         support = self.beta != 0
@@ -79,7 +85,7 @@ class SVMFamily(Family):
         svc = SVC(C=self.C, tol=self.tol, **self.svc_kernel()).fit(X, y)
         beta = np.zeros(len(y))
         beta[svc.support_] = svc.dual_coef_[0]
-        return KernelParams(X.copy(), beta, float(svc.intercept_[0]), self.kernel)
+        return KernelParams((X.copy(),), beta, float(svc.intercept_[0]), self.kernel)
 
     def loss(self, scores: np.ndarray, y: np.ndarray) -> float:
         return float(np.mean(np.maximum(0.0, 1 - signed(y) * scores)))
@@ -171,10 +177,11 @@ class KernelSession(Session):
         """The rows a poisoning row's kernel values are needed against: the clean training rows."""
         return self.X_train
 
-    def validation_scores(self, X: np.ndarray, beta: np.ndarray, b: float, rows: np.ndarray) -> np.ndarray:
-        """The validation scores of a fit (``rows``: the poisoning rows' kernel values against
+    def validation_scores(self, X_p: np.ndarray, beta: np.ndarray, b: float, rows: np.ndarray) -> np.ndarray:
+        """The validation scores of a fit on the poisoning rows X_p (``rows``: their kernel values against
         :meth:`kernel_rows`)."""
-        return self.X_val @ (beta @ X) + b
+        n = self.n
+        return self.X_val @ (beta[:n] @ self.X_train + beta[n:] @ X_p) + b
 
     def validation_kernel(self, rows: np.ndarray) -> np.ndarray | None:
         """K(X_val, X) where the gradient needs it (None here), built only for the fits whose gradient is asked
@@ -184,7 +191,7 @@ class KernelSession(Session):
     def fit(self, X_p: np.ndarray, y_p: np.ndarray, warm: SessionFit | None = None) -> SessionFit:
         self.fits += 1
         family, n, k = self.family, self.n, len(X_p)
-        X, y = self.stack(X_p, y_p)
+        y = np.r_[self.y_train, y_p]
         K = np.empty((n + k, n + k))
         K[:n, :n] = self.K_train
         rows = family.kernel(X_p, self.others, self.sq_others)
@@ -201,8 +208,8 @@ class KernelSession(Session):
             solution = (svm_dual_active_set(K, yt, family.C, yt * beta)
                         or (beta, float(svc.intercept_[0]), None, None))
         beta, b, free, solver = solution
-        params = KernelParams(X, beta, b, family.kernel)
-        cache = {"K": K, "rows": rows, "scores_val": self.validation_scores(X, beta, b, rows),
+        params = KernelParams((self.X_train, X_p), beta, b, family.kernel)
+        cache = {"K": K, "rows": rows, "scores_val": self.validation_scores(X_p, beta, b, rows),
                  "margin_solver": None if solver is None else (free, solver)}
         return SessionFit(params, X_p, y_p, cache)
 

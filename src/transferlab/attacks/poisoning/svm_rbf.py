@@ -49,7 +49,7 @@ class RBFKernelSession(KernelSession):
     def kernel_rows(self) -> np.ndarray:
         return np.vstack([self.X_train, self.X_val])
 
-    def validation_scores(self, X, beta, b, rows):
+    def validation_scores(self, X_p, beta, b, rows):
         n = self.n
         return self.K_val_train @ beta[:n] + beta[n:] @ rows[:, n:] + b
 
