@@ -764,6 +764,67 @@ def test_active_set_schur_iterations_reach_the_refactored_optimum(mnist_parts, m
     assert schur_used
 
 
+def test_schur_columns_moved_to_a_new_matrix_keep_only_unchanged_rows():
+    """Moving the border columns to a matrix whose rows after ``fixed`` changed keeps the columns of the asked-for
+    rows before it (and the ones vector), each still K_B·j (e_r inside B) with Z = K_BB⁻¹ U and M = Uᵀ Z, and drops
+    the changed rows' columns."""
+    rng = np.random.default_rng(0)
+    A = rng.normal(size=(12, 30))
+    K1 = A @ A.T
+    A2 = A.copy()
+    A2[9:] = rng.normal(size=(3, 30))                               # rows 9..11 move (the poisoning rows)
+    K2 = A2 @ A2.T
+    B = np.array([0, 2, 3, 5, 6])
+    columns = solvers.SchurColumns(solvers.BorderedSolver(K1[np.ix_(B, B)]), B, K1)
+    columns.pick(np.array([1, 4, 3, 9, 10, -1]))
+    moved = columns.moved(K2, 9, np.array([4, 3, 9, 7]))
+    assert sorted(moved.ids.tolist()) == [-1, 3, 4]
+    for at, row in enumerate(moved.ids):
+        expected = np.ones(B.size) if row == -1 else (np.eye(12)[B, row] if row in B else K2[B, row])
+        np.testing.assert_allclose(moved.U[:, at], expected, atol=1e-12)
+    np.testing.assert_allclose(K1[np.ix_(B, B)] @ moved.Z, moved.U, atol=1e-9)
+    np.testing.assert_allclose(moved.M, moved.U.T @ moved.Z, atol=1e-9)
+    U, Z, M = moved.pick(np.array([10, 4]))                           # a changed row's column, computed anew
+    np.testing.assert_allclose(U[:, 0], K2[B, 10], atol=1e-12)
+    np.testing.assert_allclose(M, U.T @ Z, atol=1e-9)
+
+
+@pytest.mark.parametrize("make", [lambda: svm(100.0, "linear"), lambda: svm(100.0, "rbf", gamma=0.01),
+                                  lambda: svm(1.0, "rbf", gamma=0.01)], ids=["svm_h", "svm_rbf_h", "svm_rbf_l"])
+def test_active_set_from_a_carried_block_reaches_the_refactored_optimum(mnist_parts, make):
+    """The active-set solve that starts from a factor of clean rows carried from the previous solve
+    (:class:`~transferlab.attacks.poisoning.solvers.FixedBlock`; the poisoning rows' kernel values differ from
+    one solve to the next) reaches the optimum, free set and margin-system solutions of the one that factors its
+    own free set, at every step of a path of moving poisoning points; the block is used and stays on clean rows."""
+    s = mnist_parts
+    family = make()
+    X_tr, y_tr = s.target.X, s.target.y
+    n = len(X_tr)
+    X_p, y_p = s.surrogate.X[:8].copy(), 1 - s.surrogate.y[:8]
+    session = family.session(X_tr, y_tr, s.validation.X, s.validation.y)
+    beta, rng = session.fit(X_p, y_p).params.beta, np.random.default_rng(4)
+    yt = signed(np.r_[y_tr, y_p])
+    block, carried = solvers.FixedBlock(n), 0
+    for step in range(8):
+        X_p = np.clip(X_p + 0.1 * rng.normal(size=X_p.shape), 0, 1)
+        K = session.fit(X_p, y_p).cache["K"]
+        own = solvers.svm_dual_active_set(K, yt, family.C, yt * beta)
+        before = block.columns
+        from_block = solvers.svm_dual_active_set(K, yt, family.C, yt * beta, block=block)
+        assert own is not None and from_block is not None
+        assert block.columns is not None and block.columns.B.max() < n
+        if before is not None and block.columns.base is before.base:
+            carried += 1                                              # solved against the carried factor
+        np.testing.assert_allclose(from_block[0], own[0], atol=1e-7 * family.C)
+        assert from_block[1] == pytest.approx(own[1], abs=1e-7 * family.C)
+        np.testing.assert_array_equal(from_block[2], own[2])
+        rhs = rng.normal(size=own[2].size + 1)
+        expected = own[3].solve(rhs)
+        np.testing.assert_allclose(from_block[3].solve(rhs), expected, rtol=1e-6, atol=1e-8 * np.abs(expected).max())
+        beta = own[0]
+    assert carried >= 4
+
+
 @pytest.mark.parametrize("name", ["svm_h", "svm_rbf_h", "logistic_h", "ridge_l"])
 def test_features_zero_in_every_row_get_zero_gradients(mnist_parts, name):
     """The identity the attack's column reduction rests on (:func:`live_features`): where a feature is 0 in every

@@ -168,9 +168,27 @@ class SchurColumns:
         self.U = np.ones((B.size, 1))
         self.Z = base.c[:, None].copy()
         self.M = self.U.T @ self.Z
+        self.ids = np.array([-1])          # the row index of each column (−1: the ones vector)
         # the column of each row index (−1: none yet); its last entry is the ones vector's, which id −1 reads
         self.slot = np.full(len(K) + 1, -1)
         self.slot[-1] = 0
+
+    def moved(self, K: np.ndarray, fixed: int, rows: np.ndarray) -> SchurColumns:
+        """These columns for another matrix K whose first ``fixed`` rows and columns are those of the one they
+        were built on (B among them): the columns of the ``rows`` below ``fixed`` (and the ones vector) are kept,
+        the others — rows whose kernel values changed, or not asked for — dropped."""
+        wanted = np.zeros(len(K) + 1, dtype=bool)
+        wanted[rows[rows < fixed]] = True
+        wanted[-1] = True
+        keep = np.flatnonzero(wanted[self.ids])
+        out = object.__new__(SchurColumns)
+        out.base, out.B, out.K = self.base, self.B, K
+        out.position = np.full(len(K), -1)
+        out.position[self.B] = np.arange(self.B.size)
+        out.U, out.Z, out.M, out.ids = self.U[:, keep], self.Z[:, keep], self.M[np.ix_(keep, keep)], self.ids[keep]
+        out.slot = np.full(len(K) + 1, -1)
+        out.slot[out.ids] = np.arange(keep.size)
+        return out
 
     def pick(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(U, Z, M) for the columns ``ids`` (row indices of K, −1 for the ones vector), in that order."""
@@ -186,6 +204,7 @@ class SchurColumns:
             M = np.empty((m + missing.size, m + missing.size))
             M[:m, :m], M[:m, m:], M[m:, :m], M[m:, m:] = self.M, cross, cross.T, U_new.T @ Z_new
             self.M, self.U, self.Z = M, np.hstack([self.U, U_new]), np.hstack([self.Z, Z_new])
+            self.ids = np.r_[self.ids, missing]
             self.slot[missing] = m + np.arange(missing.size)
         at = self.slot[ids]
         return self.U[:, at], self.Z[:, at], self.M[np.ix_(at, at)]
@@ -235,8 +254,19 @@ class SchurSolver:
         return out if np.all(np.isfinite(out)) else None
 
 
+class FixedBlock:
+    """A factored block B of the rows of a session's kernel matrices that are the same in every fit (the clean
+    training rows, the first ``fixed``), with its :class:`SchurColumns`, carried from one
+    :func:`svm_dual_active_set` solve to the next: a solve whose free set keeps most of B starts from it and pays
+    only for the columns of the rows that changed (the poisoning rows among them), not for a new factorisation."""
+
+    def __init__(self, fixed: int) -> None:
+        self.fixed = fixed
+        self.columns: SchurColumns | None = None
+
+
 def svm_dual_active_set(K: np.ndarray, yt: np.ndarray, C: float, alpha: np.ndarray,
-                        max_iter: int = 50
+                        max_iter: int = 50, block: FixedBlock | None = None
                         ) -> tuple[np.ndarray, float, np.ndarray, BorderedSolver | SchurSolver] | None:
     """The exact solution (β = ỹ α, b) of the SVM dual, min ½ βᵀKβ − ỹᵀβ s.t. 1ᵀβ = 0, 0 ≤ α ≤ C, by the
     primal-dual active-set method started from the partition of ``alpha`` (a previous solution: points at 0, at C,
@@ -246,7 +276,9 @@ def svm_dual_active_set(K: np.ndarray, yt: np.ndarray, C: float, alpha: np.ndarr
     precision of the linear solve. From a nearby solution (a warm start) that takes a few iterations of an
     (|S| + 1)-square solve and one product with K; an iteration whose free set differs from the last factored
     one by at most :data:`SCHUR_ROWS` rows solves against that factor (:class:`SchurSolver`: a small Schur
-    complement instead of a new Cholesky factorisation). Returns (β, b, the free set S, its solver),
+    complement instead of a new Cholesky factorisation). With a ``block`` (a :class:`FixedBlock`), it factors
+    only the free rows among the block's fixed ones and starts from the block's factor, which it updates; the
+    rows after them may then differ too. Returns (β, b, the free set S, its solver),
     or None when it does not converge in ``max_iter`` iterations or meets a singular system (no free point,
     duplicated points); the caller then uses libsvm."""
     n = len(yt)
@@ -254,27 +286,43 @@ def svm_dual_active_set(K: np.ndarray, yt: np.ndarray, C: float, alpha: np.ndarr
     free = (alpha > 0) & (alpha < C)
     upper = alpha >= C
     columns: SchurColumns | None = None
+    # the rows that may differ from a block's factor without a new one: SCHUR_ROWS, plus the rows after it
+    limit = SCHUR_ROWS + (0 if block is None else n - block.fixed)
+    if block is not None and block.columns is not None:
+        B = block.columns.B
+        in_B = np.zeros(n, dtype=bool)
+        in_B[B] = True
+        changed = np.r_[np.flatnonzero(free & ~in_B), B[~free[B]]]     # the start's rows that differ from B
+        columns = block.columns.moved(K, block.fixed, changed)
+    whole = False           # factor the whole free set, not the block's rows (a Schur solve was not accurate)
     for _ in range(max_iter):
         S, E = np.flatnonzero(free), np.flatnonzero(upper)
         if S.size == 0:
             return None
-        beta_E = C * yt[E]
-        K_S = K.take(S, 0)      # the free rows (take, not np.ix_: a third of the time for these gathers)
-        rhs = np.r_[yt[S] - K_S.take(E, 1) @ beta_E, -beta_E.sum()]
+        beta_E = np.zeros(n)
+        beta_E[E] = C * yt[E]
+        rhs = np.r_[yt[S] - (K @ beta_E)[S], -beta_E.sum()]
         solver: BorderedSolver | SchurSolver | None = None
         if columns is not None:
             inside = np.count_nonzero(columns.position[S] >= 0)
-            if S.size - inside + columns.B.size - inside <= SCHUR_ROWS:
+            if S.size - inside + columns.B.size - inside <= limit:
                 solver = SchurSolver(columns, K, S)
         solution = None if solver is None else solver.solve(rhs)
+        if solution is None and block is not None and not whole:    # a new factor of the block's free rows
+            B = S[S < block.fixed]
+            base = BorderedSolver(K.take(B, 0).take(B, 1)) if B.size else None
+            if base is not None and base.factor is not None:
+                columns = block.columns = SchurColumns(base, B, K)
+                solver = SchurSolver(columns, K, S)
+                solution = solver.solve(rhs)
         if solution is None:    # re-factor: the first iteration, many rows changed, or a singular small system
-            solver = BorderedSolver(K_S.take(S, 1))
+            solver = BorderedSolver(K.take(S, 0).take(S, 1))
             columns = SchurColumns(solver, S, K) if solver.factor is not None else None
             solution = solver.solve(rhs)
         if solution is None:
             return None
-        beta = np.zeros(n)
-        beta[E], beta[S], b = beta_E, solution[:-1], float(solution[-1])
+        beta = beta_E.copy()
+        beta[S], b = solution[:-1], float(solution[-1])
         alpha_S = yt[S] * beta[S]
         margin = yt * (K @ beta + b) - 1
         to_zero, to_upper = S[alpha_S < -eps * C], S[alpha_S > C * (1 + eps)]
@@ -283,10 +331,12 @@ def svm_dual_active_set(K: np.ndarray, yt: np.ndarray, C: float, alpha: np.ndarr
         if to_zero.size == 0 and to_upper.size == 0 and enter.size == 0:
             if np.abs(margin[S]).max() > 1e-7:   # the solve was not accurate: do not claim an exact optimum
                 if isinstance(solver, SchurSolver):
-                    columns = None          # solve this partition again from a fresh factor
+                    columns, whole = None, True     # solve this partition again from a fresh factor
                     continue
                 return None
             beta[S] = yt[S] * np.clip(alpha_S, 0.0, C)
+            if block is not None and columns is not None and columns.B.size and columns.B.max() < block.fixed:
+                block.columns = columns             # with the columns this solve added
             return beta, b, S, solver
         free[to_zero], free[to_upper], upper[to_upper] = False, False, True
         free[enter], upper[enter] = True, False

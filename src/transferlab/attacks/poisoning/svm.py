@@ -12,7 +12,7 @@ import numpy as np
 from sklearn.svm import SVC
 
 from transferlab.attacks.poisoning.base import Family, Session, SessionFit
-from transferlab.attacks.poisoning.solvers import (BorderedSolver, bordered_least_squares, signed,
+from transferlab.attacks.poisoning.solvers import (BorderedSolver, FixedBlock, bordered_least_squares, signed,
                                                    svm_dual_active_set)
 
 
@@ -157,7 +157,10 @@ class KernelSession(Session):
     solves the dual exactly (:func:`svm_dual_active_set`), warm-started from the previous fit's support-vector
     partition — libsvm has no warm start: on the poisoning bench's ``svm_h`` at 10% (300–330 rows, a large C;
     one thread) its SMO took about 10 ms per fit under a line profiler, a warm-started fit, its few active-set
-    iterations included, 2.5–5 ms (wall clock, replayed fits). Without a warm start, or when the active-set method does not converge,
+    iterations included, 2.5–5 ms (wall clock, replayed fits). The solves carry a factor of clean rows from one
+    fit to the next (:class:`~transferlab.attacks.poisoning.solvers.FixedBlock`: the clean rows' kernel values
+    never change), so a fit factors anew only when its free set has drifted from that block.
+    Without a warm start, or when the active-set method does not converge,
     libsvm solves it on the precomputed kernel (``libsvm_fits`` counts these) and the active-set method polishes
     libsvm's solution (tolerance ``tol``) to the exact optimum. The validation scores come from w = Σ β_i x_i
     here; the RBF session caches the validation kernel of the clean rows instead (:meth:`kernel_rows`,
@@ -172,6 +175,7 @@ class KernelSession(Session):
         self.others = self.kernel_rows()
         self.sq_others = (self.others ** 2).sum(1)
         self.K_train = family.kernel(X_train, X_train, self.sq_others[:self.n])
+        self.block = FixedBlock(self.n)     # a factor of clean rows, carried from one fit's solve to the next
 
     def kernel_rows(self) -> np.ndarray:
         """The rows a poisoning row's kernel values are needed against: the clean training rows."""
@@ -199,13 +203,13 @@ class KernelSession(Session):
         yt = signed(y)
         solution = None
         if warm is not None and len(warm.y_p) == k:
-            solution = svm_dual_active_set(K, yt, family.C, yt * warm.params.beta)
+            solution = svm_dual_active_set(K, yt, family.C, yt * warm.params.beta, block=self.block)
         if solution is None:
             self.libsvm_fits += 1
             svc = SVC(kernel="precomputed", C=family.C, tol=family.tol).fit(K, y)
             beta = np.zeros(len(y))
             beta[svc.support_] = svc.dual_coef_[0]
-            solution = (svm_dual_active_set(K, yt, family.C, yt * beta)
+            solution = (svm_dual_active_set(K, yt, family.C, yt * beta, block=self.block)
                         or (beta, float(svc.intercept_[0]), None, None))
         beta, b, free, solver = solution
         params = KernelParams((self.X_train, X_p), beta, b, family.kernel)
