@@ -106,8 +106,15 @@ class SVMFamily(Family):
         yt, yv = signed(y), signed(y_val)
         beta = params.beta
         Xc, bc = X[indices], beta[indices]
-        own = self.weighted_kernel_gradient(X, beta, kern(indices), Xc)
-        own += bc[:, None] * self.diagonal_term(Xc)                   # ∇ K(x_c, x_c) beyond the sum's one count
+        abs_alpha = np.abs(beta)
+        margin = np.flatnonzero((abs_alpha > 1e-8 * self.C) & (abs_alpha < self.C * (1 - 1e-6)))
+        is_margin = np.isin(indices, margin)
+        # ∇_{x_c} f(x_c): the direction of the non-support vectors, and the margin vectors' own condition
+        own = np.zeros_like(Xc)
+        rows = np.flatnonzero((bc == 0) | is_margin)
+        if rows.size:
+            own[rows] = self.weighted_kernel_gradient(X, beta, kern(indices[rows]), Xc[rows])
+            own[rows] += bc[rows][:, None] * self.diagonal_term(Xc[rows])    # ∇ K(x_c, x_c) beyond one count
         out = -yt[indices][:, None] * own                              # non-support vectors: own hinge direction
         on = np.flatnonzero(bc != 0)
         if on.size == 0:
@@ -117,8 +124,6 @@ class SVMFamily(Family):
         if not active.any():
             out[on] = 0.0
             return out
-        abs_alpha = np.abs(beta)
-        margin = np.flatnonzero((abs_alpha > 1e-8 * self.C) & (abs_alpha < self.C * (1 - 1e-6)))
         weights = np.where(active, -yv / len(yv), 0.0)                 # ∂A/∂f_j of the validation points
         c_on, X_on, b_on = indices[on], Xc[on], bc[on][:, None]
         explicit = b_on * self.weighted_kernel_gradient(X_val, weights, kern_val(c_on), X_on)
@@ -140,8 +145,7 @@ class SVMFamily(Family):
         z_all[margin] = z[:-1]
         correction = b_on * self.weighted_kernel_gradient(X, z_all, kern(c_on), X_on)
         # a point that is itself a margin vector: its row of E is its own margin condition's derivative
-        position = np.searchsorted(margin, c_on).clip(max=margin.size - 1)
-        in_margin = margin[position] == c_on
+        in_margin = is_margin[on]
         if in_margin.any():
             correction[in_margin] += z_all[c_on[in_margin]][:, None] * (
                 own[on][in_margin] - b_on[in_margin] * self.diagonal_term(X_on[in_margin]))
