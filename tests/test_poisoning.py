@@ -633,8 +633,8 @@ def test_start_points_offer_two_more_candidates_and_the_rule_picks_one(mnist_par
     problem = Problem(warm._family(), X, y, X_val, y_val, 0.0, 1.0)
     X_i, pad = padded(problem, start[0], start[1], 1 - y[drawn[4:]], "batch")
     measures = lambda result: (result.validation_error_poisoned, result.validation_loss_poisoned)  # noqa: E731
-    if r.inert:
-        assert r.inert == 4 and measures(r) == pytest.approx(measures(pad), rel=1e-12)
+    if r.inert:   # the run drops the features no row uses (live_features), padded here does not: rounding apart
+        assert r.inert == 4 and measures(r) == pytest.approx(measures(pad), rel=1e-9)
         np.testing.assert_array_equal(X_p, X_i)
         assert measures(f)[0] < measures(pad)[0] or measures(f)[1] < measures(pad)[1]
     else:   # the rule of Poisoning._crafted: at least as good on both, or clearly more misclassified

@@ -127,6 +127,17 @@ class BorderedSolver:
             system[:m, :m], system[:m, m], system[m, :m], system[m, m] = K_SS, 1.0, 1.0, 0.0
             self.system = system
 
+    def leading(self, m: int) -> BorderedSolver | None:
+        """The solver of the leading m×m block of this one's K_SS, from the same factor (the leading block of an
+        upper Cholesky factor is the factor of the leading block); None without a factor or for m = 0."""
+        if self.factor is None or m == 0:
+            return None
+        out = object.__new__(BorderedSolver)
+        out.system, out.factor = None, np.asfortranarray(self.factor[:m, :m])
+        out.c = scipy.linalg.lapack.dpotrs(out.factor, np.ones(m))[0]
+        out.s = out.c.sum()
+        return out
+
     def solve(self, rhs: np.ndarray) -> np.ndarray | None:
         if self.factor is not None:
             a = scipy.linalg.lapack.dpotrs(self.factor, rhs[:-1])[0]
@@ -258,7 +269,9 @@ class FixedBlock:
     """A factored block B of the rows of a session's kernel matrices that are the same in every fit (the clean
     training rows, the first ``fixed``), with its :class:`SchurColumns`, carried from one
     :func:`svm_dual_active_set` solve to the next: a solve whose free set keeps most of B starts from it and pays
-    only for the columns of the rows that changed (the poisoning rows among them), not for a new factorisation."""
+    only for the columns of the rows that changed (the poisoning rows among them), not for a new factorisation.
+    It costs nothing to keep: a solve that factors its free set S (sorted, the fixed rows first) takes B = the
+    fixed rows of S with the leading block of that factor (:meth:`BorderedSolver.leading`)."""
 
     def __init__(self, fixed: int) -> None:
         self.fixed = fixed
@@ -276,25 +289,23 @@ def svm_dual_active_set(K: np.ndarray, yt: np.ndarray, C: float, alpha: np.ndarr
     precision of the linear solve. From a nearby solution (a warm start) that takes a few iterations of an
     (|S| + 1)-square solve and one product with K; an iteration whose free set differs from the last factored
     one by at most :data:`SCHUR_ROWS` rows solves against that factor (:class:`SchurSolver`: a small Schur
-    complement instead of a new Cholesky factorisation). With a ``block`` (a :class:`FixedBlock`), it factors
-    only the free rows among the block's fixed ones and starts from the block's factor, which it updates; the
-    rows after them may then differ too. Returns (β, b, the free set S, its solver),
+    complement instead of a new Cholesky factorisation). With a ``block`` (a :class:`FixedBlock`) it starts from
+    the block's factor, the rows after the block's fixed ones not counted among those SCHUR_ROWS, and leaves the
+    block for the next solve. Returns (β, b, the free set S, its solver),
     or None when it does not converge in ``max_iter`` iterations or meets a singular system (no free point,
     duplicated points); the caller then uses libsvm."""
     n = len(yt)
     eps = 1e-9
     free = (alpha > 0) & (alpha < C)
     upper = alpha >= C
+    fixed = n if block is None else block.fixed
     columns: SchurColumns | None = None
-    # the rows that may differ from a block's factor without a new one: SCHUR_ROWS, plus the rows after it
-    limit = SCHUR_ROWS + (0 if block is None else n - block.fixed)
     if block is not None and block.columns is not None:
         B = block.columns.B
         in_B = np.zeros(n, dtype=bool)
         in_B[B] = True
         changed = np.r_[np.flatnonzero(free & ~in_B), B[~free[B]]]     # the start's rows that differ from B
-        columns = block.columns.moved(K, block.fixed, changed)
-    whole = False           # factor the whole free set, not the block's rows (a Schur solve was not accurate)
+        columns = block.columns.moved(K, fixed, changed)
     for _ in range(max_iter):
         S, E = np.flatnonzero(free), np.flatnonzero(upper)
         if S.size == 0:
@@ -304,20 +315,18 @@ def svm_dual_active_set(K: np.ndarray, yt: np.ndarray, C: float, alpha: np.ndarr
         rhs = np.r_[yt[S] - (K @ beta_E)[S], -beta_E.sum()]
         solver: BorderedSolver | SchurSolver | None = None
         if columns is not None:
-            inside = np.count_nonzero(columns.position[S] >= 0)
-            if S.size - inside + columns.B.size - inside <= limit:
+            new = S[columns.position[S] < 0]                   # F: free, not in the factored block
+            left = columns.B.size - (S.size - new.size)        # R: in the block, no longer free
+            if np.count_nonzero(new < fixed) + left <= SCHUR_ROWS:
                 solver = SchurSolver(columns, K, S)
         solution = None if solver is None else solver.solve(rhs)
-        if solution is None and block is not None and not whole:    # a new factor of the block's free rows
-            B = S[S < block.fixed]
-            base = BorderedSolver(K.take(B, 0).take(B, 1)) if B.size else None
-            if base is not None and base.factor is not None:
-                columns = block.columns = SchurColumns(base, B, K)
-                solver = SchurSolver(columns, K, S)
-                solution = solver.solve(rhs)
         if solution is None:    # re-factor: the first iteration, many rows changed, or a singular small system
             solver = BorderedSolver(K.take(S, 0).take(S, 1))
             columns = SchurColumns(solver, S, K) if solver.factor is not None else None
+            if block is not None and columns is not None:
+                m = int(np.searchsorted(S, fixed))
+                base = solver.leading(m)
+                block.columns = None if base is None else SchurColumns(base, S[:m], K)
             solution = solver.solve(rhs)
         if solution is None:
             return None
@@ -331,12 +340,12 @@ def svm_dual_active_set(K: np.ndarray, yt: np.ndarray, C: float, alpha: np.ndarr
         if to_zero.size == 0 and to_upper.size == 0 and enter.size == 0:
             if np.abs(margin[S]).max() > 1e-7:   # the solve was not accurate: do not claim an exact optimum
                 if isinstance(solver, SchurSolver):
-                    columns, whole = None, True     # solve this partition again from a fresh factor
+                    columns = None          # solve this partition again from a fresh factor
                     continue
                 return None
             beta[S] = yt[S] * np.clip(alpha_S, 0.0, C)
-            if block is not None and columns is not None and columns.B.size and columns.B.max() < block.fixed:
-                block.columns = columns             # with the columns this solve added
+            if block is not None and columns is not None and columns.B.size and columns.B.max() < fixed:
+                block.columns = columns             # the block's, with the columns this solve added
             return beta, b, S, solver
         free[to_zero], free[to_upper], upper[to_upper] = False, False, True
         free[enter], upper[enter] = True, False
