@@ -764,6 +764,20 @@ def test_active_set_schur_iterations_reach_the_refactored_optimum(mnist_parts, m
     assert schur_used
 
 
+def test_bordered_solver_leading_block_solves_the_leading_system():
+    """BorderedSolver.leading(m) solves the bordered system of K_SS's leading m×m block from the same factor."""
+    rng = np.random.default_rng(1)
+    A = rng.normal(size=(9, 20))
+    K = A @ A.T
+    whole = solvers.BorderedSolver(K)
+    for m in (1, 4, 9):
+        rhs = rng.normal(size=m + 1)
+        np.testing.assert_allclose(whole.leading(m).solve(rhs), solvers.BorderedSolver(K[:m, :m]).solve(rhs),
+                                   rtol=1e-10, atol=1e-12)
+    assert whole.leading(0) is None
+    assert solvers.BorderedSolver(np.ones((3, 3))).leading(2) is None       # singular: no factor to share
+
+
 def test_schur_columns_moved_to_a_new_matrix_keep_only_unchanged_rows():
     """Moving the border columns to a matrix whose rows after ``fixed`` changed keeps the columns of the asked-for
     rows before it (and the ones vector), each still K_B·j (e_r inside B) with Z = K_BB⁻¹ U and M = Uᵀ Z, and drops
