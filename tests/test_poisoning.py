@@ -780,8 +780,8 @@ def test_bordered_solver_leading_block_solves_the_leading_system():
 
 def test_schur_columns_moved_to_a_new_matrix_keep_only_unchanged_rows():
     """Moving the border columns to a matrix whose rows after ``fixed`` changed keeps the columns of the asked-for
-    rows before it (and the ones vector), each still K_B·j (e_r inside B) with Z = K_BB⁻¹ U and M = Uᵀ Z, and drops
-    the changed rows' columns."""
+    rows before it (and the ones vector), each still K_B·j (e_r inside B) with Z = K_BB⁻¹ U and M = Uᵀ Z, and
+    drops the changed rows' columns."""
     rng = np.random.default_rng(0)
     A = rng.normal(size=(12, 30))
     K1 = A @ A.T

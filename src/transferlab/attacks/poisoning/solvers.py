@@ -170,7 +170,8 @@ class SchurColumns:
     """The border columns of :class:`SchurSolver` for a factored block B of K (a :class:`BorderedSolver` of
     K_BB): u_j = K_Bj for a row j outside B, e_r for a row r of B, the ones vector (id −1); with z_j = K_BB⁻¹ u_j
     and the products M = Uᵀ Z, kept across the iterations of one active-set solve, so that each iteration pays
-    only for the rows that changed side for the first time."""
+    only for the rows that changed side for the first time (and, :meth:`moved` to the next solve's matrix, across
+    solves: :class:`FixedBlock`)."""
 
     def __init__(self, base: BorderedSolver, B: np.ndarray, K: np.ndarray) -> None:
         self.base, self.B, self.K = base, B, K

@@ -18,7 +18,7 @@ from transferlab.attacks.poisoning.solvers import (BorderedSolver, FixedBlock, b
 
 @dataclass
 class KernelParams:
-    blocks: tuple[np.ndarray, ...]  # the training points in row blocks (a session's: the clean rows, the poisoning rows)
+    blocks: tuple[np.ndarray, ...]  # the training points in row blocks (a session's: clean rows, poisoning rows)
     beta: np.ndarray       # dual coefficients ỹ_i α_i for every training point (0 for non-support vectors)
     b: float
     kernel: Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -161,14 +161,15 @@ class KernelSession(Session):
     solves the dual exactly (:func:`svm_dual_active_set`), warm-started from the previous fit's support-vector
     partition — libsvm has no warm start: on the poisoning bench's ``svm_h`` at 10% (300–330 rows, a large C;
     one thread) its SMO took about 10 ms per fit under a line profiler, a warm-started fit, its few active-set
-    iterations included, 2.5–5 ms (wall clock, replayed fits). The solves carry a factor of clean rows from one
-    fit to the next (:class:`~transferlab.attacks.poisoning.solvers.FixedBlock`: the clean rows' kernel values
-    never change), so a fit factors anew only when its free set has drifted from that block.
-    Without a warm start, or when the active-set method does not converge,
-    libsvm solves it on the precomputed kernel (``libsvm_fits`` counts these) and the active-set method polishes
-    libsvm's solution (tolerance ``tol``) to the exact optimum. The validation scores come from w = Σ β_i x_i
-    here; the RBF session caches the validation kernel of the clean rows instead (:meth:`kernel_rows`,
-    :meth:`validation_scores`, :meth:`validation_kernel`)."""
+    iterations included, 2.5–5 ms (wall clock, replayed fits). (From the clean fit's partition, the new rows at α =
+    0, the first fit of an attack took 4.0–4.7 ms against libsvm's 2.5–3.4 ms: it stays with libsvm.) The solves
+    carry a factor of clean rows from one fit to the next
+    (:class:`~transferlab.attacks.poisoning.solvers.FixedBlock`: the clean rows' kernel values never change), so a
+    fit factors anew only when its free set has drifted from that block. Without a warm start, or when the
+    active-set method does not converge, libsvm solves it on the precomputed kernel (``libsvm_fits`` counts these)
+    and the active-set method polishes libsvm's solution (tolerance ``tol``) to the exact optimum. The validation
+    scores come from w = Σ β_i x_i here; the RBF session caches the validation kernel of the clean rows instead
+    (:meth:`kernel_rows`, :meth:`validation_scores`, :meth:`validation_kernel`)."""
 
     family: SVMFamily
 
