@@ -803,6 +803,30 @@ def test_schur_columns_moved_to_a_new_matrix_keep_only_unchanged_rows():
     np.testing.assert_allclose(M, U.T @ Z, atol=1e-9)
 
 
+@pytest.mark.parametrize("make", [lambda: svm(100.0, "linear", tol=1e-10), lambda: svm(1.0, "rbf", gamma=0.01,
+                                                                                  tol=1e-10)],
+                         ids=["svm_h", "svm_rbf_l"])
+def test_svm_session_refits_with_fewer_poisoning_rows_match_a_fresh_session(mnist_parts, make):
+    """A session whose carried block holds the columns of poisoning rows refits with fewer rows (one and several
+    fewer): the carried columns of rows that are gone are dropped, and the fit is a fresh session's."""
+    s = mnist_parts
+    family = make()
+    X, y, X_val, y_val = s.target.X, s.target.y, s.validation.X, s.validation.y
+    rng = np.random.default_rng(2)
+    for fewer in (1, 4):
+        session = family.session(X, y, X_val, y_val)
+        X_p, y_p = np.clip(s.surrogate.X[:8] + 0.05, 0, 1), 1 - s.surrogate.y[:8]
+        fit = session.fit(X_p, y_p)
+        for _ in range(3):
+            X_p = np.clip(X_p + 0.05 * rng.normal(size=X_p.shape), 0, 1)
+            fit = session.fit(X_p, y_p, warm=fit)
+        smaller = session.fit(X_p[:8 - fewer], y_p[:8 - fewer])
+        fresh = family.session(X, y, X_val, y_val).fit(X_p[:8 - fewer], y_p[:8 - fewer])
+        assert smaller.cache["margin_solver"] is not None                  # the exact solve, not libsvm's alone
+        np.testing.assert_allclose(smaller.params.beta, fresh.params.beta, atol=1e-9 * family.C)
+        assert session.validation_loss(smaller) == pytest.approx(session.validation_loss(fresh), rel=1e-9)
+
+
 @pytest.mark.parametrize("make", [lambda: svm(100.0, "linear"), lambda: svm(100.0, "rbf", gamma=0.01),
                                   lambda: svm(1.0, "rbf", gamma=0.01)], ids=["svm_h", "svm_rbf_h", "svm_rbf_l"])
 def test_active_set_from_a_carried_block_reaches_the_refactored_optimum(mnist_parts, make):
@@ -886,6 +910,42 @@ def test_the_attack_on_the_live_features_is_the_attack_on_all(mnist_parts, name)
     assert r.retrainings == result.retrainings
 
 
+@pytest.mark.parametrize("name", ["logistic_l", "logistic_h", "ridge_l", "svm_h"])
+def test_inert_points_leave_unused_features_at_zero(mnist_parts, name):
+    """The padded candidate (the given points plus inert ones) is the same on all features as on the live ones:
+    the inert points keep 0 where no row uses a feature (logistic: a feature of weight 0 takes the box's value
+    nearest 0, not a corner), so run(start=...) keeps the same points with the column reduction."""
+    from transferlab.attacks.poisoning.attack import live_features, widened
+    from transferlab.attacks.poisoning.strategies import Problem, padded
+
+    s = mnist_parts
+    X, y, X_val, y_val = s.target.X, s.target.y, s.validation.X, s.validation.y
+    family = family_for(models.create(name))
+    X_s, y_s = np.clip(X[:4] + 0.05, 0.0, 1.0), 1 - y[:4]
+    live = live_features(0.0, 1.0, X, X_val)
+    X_s[:, np.setdiff1d(np.arange(X.shape[1]), live)] = 0.0            # start points on the used features
+    labels = np.array([0, 0, 1, 0])
+    full, f = padded(Problem(family, X, y, X_val, y_val, 0.0, 1.0), X_s, y_s, labels, "batch")
+    cut, c = padded(Problem(family, X[:, live], y, X_val[:, live], y_val, 0.0, 1.0), X_s[:, live], y_s, labels,
+                    "batch")
+    np.testing.assert_allclose(full, widened(cut, live, X.shape[1]), rtol=0, atol=1e-12)   # ridge: rounding apart
+    assert np.all(np.delete(full, live, axis=1) == 0)
+    assert f.validation_loss_poisoned == pytest.approx(c.validation_loss_poisoned, rel=1e-9)
+    assert f.validation_error_poisoned == c.validation_error_poisoned
+
+
+def test_svm_session_fit_keeps_its_own_copy_of_the_poisoning_rows(mnist_parts):
+    """A fit's model does not change when the caller changes the poisoning rows it was given, in place."""
+    s = mnist_parts
+    for family in (svm(100.0, "linear"), svm(100.0, "rbf", gamma=0.01)):
+        session = family.session(s.target.X, s.target.y, s.validation.X, s.validation.y)
+        X_p, y_p = s.surrogate.X[:5].copy(), 1 - s.surrogate.y[:5]
+        fit = session.fit(X_p, y_p)
+        before = family.scores(fit.params, s.test.X)
+        X_p += 0.5
+        np.testing.assert_array_equal(family.scores(fit.params, s.test.X), before)
+
+
 def test_live_features():
     """The columns some row uses; None where all are used or 0 lies outside the box (a clip would move it)."""
     from transferlab.attacks.poisoning.attack import live_features, widened
@@ -899,6 +959,7 @@ def test_live_features():
     assert live_features(0.1, 1.0, A, B) is None
     assert live_features(-1.0, -0.1, A, B) is None
     assert live_features(0.0, 1.0, A + 0.1, B) is None
+    assert live_features(0.0, 1.0, np.zeros((3, 4)), np.zeros((2, 4))) is None      # no feature used: all kept
     np.testing.assert_array_equal(widened(np.array([[2.0, 3.0]]), np.array([1, 3]), 4), [[0.0, 2.0, 0.0, 3.0]])
 
 

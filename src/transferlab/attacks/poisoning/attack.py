@@ -234,7 +234,7 @@ class Poisoning:
 
 def live_features(lb: float, ub: float, *blocks: np.ndarray) -> np.ndarray | None:
     """The columns where some row of ``blocks`` (the training, validation and given start points) is not 0, or
-    None where every column is or 0 is outside the box [lb, ub].
+    None where every column is, none is, or 0 is outside the box [lb, ub].
 
     A feature that is 0 in every row the attack sees stays 0: every family's implicit gradient vanishes there (the
     model does not use the feature: the regularised weight w_j is 0, and a kernel's ∇_x K(a, x) has the entry
@@ -245,7 +245,7 @@ def live_features(lb: float, ub: float, *blocks: np.ndarray) -> np.ndarray | Non
     if not lb <= 0.0 <= ub:
         return None
     live = np.flatnonzero(np.any([np.any(block != 0, axis=0) for block in blocks], axis=0))
-    return live if live.size < blocks[0].shape[1] else None
+    return live if 0 < live.size < blocks[0].shape[1] else None
 
 
 def widened(X: np.ndarray, live: np.ndarray, d: int) -> np.ndarray:

@@ -69,8 +69,13 @@ class LogisticFamily(Family):
         """The box corner of the largest margin ỹ f(x) for each label: a point there adds C·σ(−ỹf)·x̃ to the
         training gradient, which underflows to nothing once the margin passes ~40 (and is tiny well before), so
         the model stays as it was — nearly, where the regularisation keeps ‖w‖₁ and so the corner's margin small
-        (``logistic_l`` on the embedded MNIST89: margin 5.4, the validation loss moved by 7e-4 of itself)."""
-        high, low = np.where(params.w > 0, ub, lb), np.where(params.w > 0, lb, ub)
+        (``logistic_l`` on the embedded MNIST89: margin 5.4, the validation loss moved by 7e-4 of itself). A
+        feature of weight 0 does not change the margin: it takes the box's value nearest 0, so that a feature no
+        training row uses stays unused (and the attack on the live features, :func:`live_features
+        <transferlab.attacks.poisoning.attack.live_features>`, finds the same points)."""
+        w, neutral = params.w, min(max(0.0, lb), ub)
+        high = np.where(w > 0, ub, np.where(w < 0, lb, neutral))
+        low = np.where(w > 0, lb, np.where(w < 0, ub, neutral))
         return np.where((labels == 1)[:, None], high[None, :], low[None, :])
 
     def session(self, X_train, y_train, X_val, y_val) -> LogisticSession:

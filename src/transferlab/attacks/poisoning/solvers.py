@@ -189,10 +189,8 @@ class SchurColumns:
         """These columns for another matrix K whose first ``fixed`` rows and columns are those of the one they
         were built on (B among them): the columns of the ``rows`` below ``fixed`` (and the ones vector) are kept,
         the others — rows whose kernel values changed, or not asked for — dropped."""
-        wanted = np.zeros(len(K) + 1, dtype=bool)
-        wanted[rows[rows < fixed]] = True
-        wanted[-1] = True
-        keep = np.flatnonzero(wanted[self.ids])
+        ids = self.ids      # of the old matrix: a poisoning row's id may lie beyond the new one (fewer rows)
+        keep = np.flatnonzero((ids == -1) | ((ids < fixed) & np.isin(ids, rows)))
         out = object.__new__(SchurColumns)
         out.base, out.B, out.K = self.base, self.B, K
         out.position = np.full(len(K), -1)

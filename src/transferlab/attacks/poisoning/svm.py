@@ -217,7 +217,7 @@ class KernelSession(Session):
             solution = (svm_dual_active_set(K, yt, family.C, yt * beta, block=self.block)
                         or (beta, float(svc.intercept_[0]), None, None))
         beta, b, free, solver = solution
-        params = KernelParams((self.X_train, X_p), beta, b, family.kernel)
+        params = KernelParams((self.X_train, X_p.copy()), beta, b, family.kernel)
         cache = {"K": K, "rows": rows, "scores_val": self.validation_scores(X_p, beta, b, rows),
                  "margin_solver": None if solver is None else (free, solver)}
         return SessionFit(params, X_p, y_p, cache)
