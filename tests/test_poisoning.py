@@ -730,6 +730,17 @@ def test_svm_gradients_on_warm_refits_match_retraining(mnist_parts):
         assert (plus - minus) / (2 * h) == pytest.approx(np.sum(grads * delta), rel=1e-3, abs=1e-7)
 
 
+def assert_same_active_set_solution(got, expected, C: float, rng: np.random.Generator) -> None:
+    """Two svm_dual_active_set results: the same β and b (to the solve's precision), the same free set, and
+    solvers that agree on a random right-hand side."""
+    np.testing.assert_allclose(got[0], expected[0], atol=1e-7 * C)
+    assert got[1] == pytest.approx(expected[1], abs=1e-7 * C)
+    np.testing.assert_array_equal(got[2], expected[2])
+    rhs = rng.normal(size=expected[2].size + 1)
+    solved = expected[3].solve(rhs)
+    np.testing.assert_allclose(got[3].solve(rhs), solved, rtol=1e-6, atol=1e-8 * np.abs(solved).max())
+
+
 @pytest.mark.parametrize("rows", [8, 24, 10 ** 6], ids=["schur_8", "schur_default", "schur_always"])
 @pytest.mark.parametrize("make", [lambda: svm(100.0, "linear"), lambda: svm(100.0, "rbf", gamma=0.01),
                                   lambda: svm(1.0, "rbf", gamma=0.01)], ids=["svm_h", "svm_rbf_h", "svm_rbf_l"])
@@ -754,12 +765,7 @@ def test_active_set_schur_iterations_reach_the_refactored_optimum(mnist_parts, m
         schur = solvers.svm_dual_active_set(K, yt, family.C, yt * beta)
         assert dense is not None and schur is not None and isinstance(dense[3], solvers.BorderedSolver)
         schur_used |= isinstance(schur[3], solvers.SchurSolver)
-        np.testing.assert_allclose(schur[0], dense[0], atol=1e-7 * family.C)
-        assert schur[1] == pytest.approx(dense[1], abs=1e-7 * family.C)
-        np.testing.assert_array_equal(schur[2], dense[2])
-        rhs = rng.normal(size=schur[2].size + 1)
-        expected = dense[3].solve(rhs)
-        np.testing.assert_allclose(schur[3].solve(rhs), expected, rtol=1e-6, atol=1e-8 * np.abs(expected).max())
+        assert_same_active_set_solution(schur, dense, family.C, rng)
         beta = dense[0]
     assert schur_used
 
@@ -853,12 +859,7 @@ def test_active_set_from_a_carried_block_reaches_the_refactored_optimum(mnist_pa
         assert block.columns is not None and block.columns.B.max() < n
         if before is not None and block.columns.base is before.base:
             carried += 1                                              # solved against the carried factor
-        np.testing.assert_allclose(from_block[0], own[0], atol=1e-7 * family.C)
-        assert from_block[1] == pytest.approx(own[1], abs=1e-7 * family.C)
-        np.testing.assert_array_equal(from_block[2], own[2])
-        rhs = rng.normal(size=own[2].size + 1)
-        expected = own[3].solve(rhs)
-        np.testing.assert_allclose(from_block[3].solve(rhs), expected, rtol=1e-6, atol=1e-8 * np.abs(expected).max())
+        assert_same_active_set_solution(from_block, own, family.C, rng)
         beta = own[0]
     assert carried >= 4
 
