@@ -94,21 +94,13 @@ def main() -> None:
     except (ValueError, ConfigError) as error:
         parser.error(f"--stall-error: {error}")
     if args.threads:
-        import scipy.linalg  # noqa: F401  (load every BLAS before limiting its threads)
-        import sklearn.svm  # noqa: F401
-        import torch
-        from threadpoolctl import threadpool_limits
-
-        torch.set_num_threads(args.threads)
-        threadpool_limits(args.threads)  # numpy/scipy/scikit-learn BLAS too, for the rest of the process
-    full = args.data is not None
-    data = datasets.load("mnist89", path=args.data) if full else datasets.load("mnist89")
-    n_val, n_test = (500, 1000) if full else (250, 400)
-    split = datasets.split(data, n_target=300, n_surrogate=2, n_test=n_test, n_validation=n_val, seed=0)
+        limit_threads(args.threads)
+    split = bench_split(args.data)
     fractions = [float(f) for f in args.fractions.split(",")]
     names = args.models.split(",")
-    print(f"data: {'full' if full else 'embedded'} MNIST89, {len(split.target)} training, {n_val} validation, "
-          f"{n_test} test points; BLAS/torch threads {args.threads or 'default'}")
+    print(f"data: {'full' if args.data else 'embedded'} MNIST89, {len(split.target)} training, "
+          f"{len(split.validation)} validation, {len(split.test)} test points; BLAS/torch threads "
+          f"{args.threads or 'default'}")
     print(f"transferlab default: Poisoning(surrogate=..., n_points=..., seed=0) = {default_settings()}; "
           f"time: the least CPU time of {args.repeat} run(s)")
     if args.sequential:
@@ -122,6 +114,25 @@ def main() -> None:
           "time")
     table(args, split, names, fractions)
     curves(split, names, fractions)
+
+
+def limit_threads(threads: int) -> None:
+    """torch and BLAS threads for the rest of the process (every BLAS loaded first, so that each is limited)."""
+    import scipy.linalg  # noqa: F401
+    import sklearn.svm  # noqa: F401
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(threads)
+    threadpool_limits(threads)  # numpy/scipy/scikit-learn BLAS too
+
+
+def bench_split(path: str | None):
+    """The bench's split of MNIST89: 300 training points, 500 validation and 1,000 test points from the full MNIST
+    in ``path``, or 250 and 400 from the embedded subset (``path`` None)."""
+    data = datasets.load("mnist89", path=path) if path else datasets.load("mnist89")
+    n_val, n_test = (500, 1000) if path else (250, 400)
+    return datasets.split(data, n_target=300, n_surrogate=2, n_test=n_test, n_validation=n_val, seed=0)
 
 
 def default_settings() -> str:

@@ -26,23 +26,17 @@ MODELS = ["svm_h", "svm_l", "logistic_h", "logistic_l", "ridge_h", "ridge_l", "s
 
 def child(args: argparse.Namespace) -> None:
     """Runs in a process whose transferlab is one version: every cell, ``--runs`` times, as JSON."""
-    import scipy.linalg  # noqa: F401  (load every BLAS before limiting its threads)
-    import sklearn.svm  # noqa: F401
-    import torch
-    from threadpoolctl import threadpool_limits
+    from poisoning import bench_split, limit_threads       # bench/poisoning.py, on this version's transferlab
 
-    torch.set_num_threads(1)
-    threadpool_limits(1)
-    from transferlab import attacks, datasets
+    from transferlab import attacks
 
-    data = datasets.load("mnist89", path=args.data) if args.data else datasets.load("mnist89")
-    n_val, n_test = (500, 1000) if args.data else (250, 400)
-    split = datasets.split(data, n_target=300, n_surrogate=2, n_test=n_test, n_validation=n_val, seed=0)
+    limit_threads(1)
+    split = bench_split(args.data)
     X, y = split.target.X, split.target.y
     out = {}
     for name in args.models.split(","):
         for fraction in args.fractions.split(","):
-            k = round(float(fraction) * len(X))
+            k = int(round(float(fraction) * len(X)))          # as bench/poisoning.py
             attack = attacks.Poisoning(surrogate=name, n_points=k, seed=0)
             best = float("inf")
             for _ in range(args.runs):
@@ -64,6 +58,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=2, help="runs of each cell per round and version (default 2)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.rounds < 1 or args.runs < 1:
+        parser.error("--rounds and --runs must be at least 1")
     if args.child:
         return child(args)
     trees = {}
