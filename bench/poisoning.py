@@ -32,7 +32,9 @@ with ``attack.warm_start``, their default), and whether it rises.
 With --equal-error, Table 3 compares the attacks at equal damage: the default mode cut after k ascent iterations
 (``max_steps=k``), the smallest k whose points cause at least secml's test error, its CPU per point and the ratio.
 With --stall-error 0.02,0.05, Table 4 runs the default mode with its error stall rule on at each value
-(``Poisoning(..., stall_error=v)``): CPU per point, test error, retrainings and the ratio to secml.
+(``Poisoning(..., stall_error=v)``), and with --variant '{"growth": "model", "stall_error": 0.05}' (repeatable) with
+those settings changed: CPU per point, test error, retrainings and the ratio to secml per variant, then each
+variant's white-box curve.
 """
 
 from __future__ import annotations
@@ -83,16 +85,31 @@ def main() -> None:
     parser.add_argument("--stall-error", metavar="VALUES",
                         help="also run the default mode with these values of its error stall rule (stall_error, "
                              "comma-separated; Table 4)")
+    parser.add_argument("--variant", action="append", default=[], metavar="JSON",
+                        help="also run the default mode with these settings changed, e.g. "
+                             "'{\"growth\": \"model\", \"stall_error\": 0.05}' (repeatable; Table 4)")
     parser.add_argument("--secml-distance", default="l2", choices=["l1", "l2"],
                         help="secml's step geometry: l2 moves all pixels along the gradient (as transferlab), "
                              "l1 one pixel per step (the default of secml's SVM and logistic attacks)")
     args = parser.parse_args()
     try:
-        args.stall_error = [float(v) for v in args.stall_error.split(",")] if args.stall_error else []
-        for value in args.stall_error:
-            attacks.Poisoning(stall_error=value)        # the attack's own check, before any run
-    except (ValueError, ConfigError) as error:
+        values = [float(v) for v in args.stall_error.split(",")] if args.stall_error else []
+    except ValueError as error:
         parser.error(f"--stall-error: {error}")
+    args.variants = [{"stall_error": v} for v in values]
+    for text in args.variant:
+        try:
+            variant = json.loads(text)
+        except json.JSONDecodeError as error:
+            parser.error(f"--variant {text!r}: not JSON ({error})")
+        if not isinstance(variant, dict) or not variant:
+            parser.error(f"--variant {text!r}: give the settings to change as a JSON object")
+        args.variants.append(variant)
+    for variant in args.variants:
+        try:
+            attacks.Poisoning(**variant)                # the attack's own check, before any run
+        except (ConfigError, TypeError) as error:
+            parser.error(f"--variant {json.dumps(variant)}: {error}")
     if args.threads:
         limit_threads(args.threads)
     split = bench_split(args.data)
@@ -114,6 +131,8 @@ def main() -> None:
           "time")
     table(args, split, names, fractions)
     curves(split, names, fractions)
+    for variant in args.variants:
+        curves(split, names, fractions, **variant)
 
 
 def limit_threads(threads: int) -> None:
@@ -138,7 +157,8 @@ def bench_split(path: str | None):
 def default_settings() -> str:
     s = attacks.PoisoningSettings()
     return (f"mode={s.mode!r}, max_steps={s.max_steps}, momentum={s.momentum}, stall={s.stall}, "
-            f"stall_error={s.stall_error}, keep={s.keep!r}, grid={s.grid}, tol={s.tol}, init={s.init!r}")
+            f"stall_error={s.stall_error}, growth={s.growth!r}, keep={s.keep!r}, grid={s.grid}, tol={s.tol}, "
+            f"init={s.init!r}")
 
 
 def run_transferlab(name, split, n_points, start=None, **settings):
@@ -210,8 +230,8 @@ def table(args, split, names, fractions) -> None:
               f"max {max(ratios):.0f})")
     if args.equal_error:
         print_equal_error(split, [row for row in every_row if "secml_error" in row])
-    if args.stall_error:
-        print_stall_error(args, split, every_row, args.stall_error)
+    if args.variants:
+        print_variants(args, split, every_row, args.variants)
 
 
 def common_scores(args, split, name, rows) -> list[dict]:
@@ -301,19 +321,28 @@ def print_equal_error(split, rows: list[dict]) -> None:
         print(line, flush=True)
 
 
-def print_stall_error(args, split, rows: list[dict], values: list[float]) -> None:
-    """Table 4: the default mode with its error stall rule on (``stall_error=v``: the same ascent, stopped once the
-    validation error stops rising), per value its CPU per point (the least of --repeat runs), test error,
-    retrainings and secml's time over it where secml ran — the speed the rule buys and the damage it costs, next
-    to the default (stall_error 0)."""
+def variant_name(variant: dict) -> str:
+    """A variant's settings as ``key=value`` pairs (the column label of Table 4)."""
+    return ", ".join(f"{key}={value:g}" if isinstance(value, float) else f"{key}={value}"
+                     for key, value in variant.items())
+
+
+def print_variants(args, split, rows: list[dict], variants: list[dict]) -> None:
+    """Table 4: the default mode with some settings changed — the error stall rule on (``stall_error=v``: the same
+    ascent, stopped once the validation error stops rising), the step growth gated by its model
+    (``growth="model"``: another path) —, per variant its CPU per point (the least of --repeat runs), test error,
+    retrainings and secml's time over it where secml ran: the speed a variant buys and the damage it costs, next to
+    the default."""
+    names = [variant_name(v) for v in variants]
     head = f"{'default: s/pt':>13} {'err':>5} {'fits':>4}" + "".join(
-        f" | {'v=' + format(v, 'g') + ': s/pt':>13} {'err':>5} {'fits':>4} {'x':>5}" for v in values)
-    print_head(CELL_HEAD + head, "error stall rule: the default mode with stall_error=v; fits: retrainings; x: "
-               "secml's time / that time (where secml ran)")
+        f" | {'(' + chr(ord('a') + i) + ') s/pt':>13} {'err':>5} {'fits':>4} {'x':>5}" for i in range(len(names)))
+    print_head(CELL_HEAD + head, "variants: the default mode with " + "; ".join(
+        f"({chr(ord('a') + i)}) {name}" for i, name in enumerate(names)) + "; fits: retrainings; x: secml's time / "
+        "that time (where secml ran)")
     for row in rows:
         line = f"{cell(row)}{row['cpu'] / row['n']:13.4f} {row['error']:5.3f} {row['fits']:4d}"
-        for v in values:
-            runs = [run_transferlab(row["name"], split, row["n"], stall_error=v) for _ in range(args.repeat)]
+        for variant in variants:
+            runs = [run_transferlab(row["name"], split, row["n"], **variant) for _ in range(args.repeat)]
             result, _, error, _, _ = runs[0]
             cpu, fits = min(run[1] for run in runs), result.retrainings
             ratio = f"{row['secml_cpu'] / cpu:5.0f}" if "secml_cpu" in row else f"{'-':>5}"
@@ -321,17 +350,19 @@ def print_stall_error(args, split, rows: list[dict], values: list[float]) -> Non
         print(line, flush=True)
 
 
-def curves(split, names, fractions) -> None:
-    """The default mode's white-box curve, each fraction warm-started from the previous fraction's points."""
+def curves(split, names, fractions, **settings) -> None:
+    """The default mode's white-box curve (or, with ``settings``, that of the default mode with them changed), each
+    fraction warm-started from the previous fraction's points."""
     print()
-    print("white-box curve of the default mode, each fraction starting from the previous fraction's points "
-          "(run(start=...)); test error per fraction (rises: never falls and ends higher; flat; FALLS):")
+    print(f"white-box curve of the default mode{' with ' + variant_name(settings) if settings else ''}, each "
+          "fraction starting from the previous fraction's points (run(start=...)); test error per fraction (rises: "
+          "never falls and ends higher; flat; FALLS):")
     y = split.target.y
     for name in names:
         errors, start = [], None
         for fraction in sorted(fractions):
             n_points = int(round(fraction * len(y)))
-            _, _, error, X_p, y_p = run_transferlab(name, split, n_points, start=start)
+            _, _, error, X_p, y_p = run_transferlab(name, split, n_points, start=start, **settings)
             errors.append(error)
             start = (X_p, y_p)
         never_falls = all(b >= a for a, b in zip(errors, errors[1:]))

@@ -47,7 +47,10 @@ class PoisoningSettings(AttackSettings):
     last five steps added less than this fraction of the gain so far; 0: only ``tol`` and ``max_steps`` stop it),
     ``stall_error`` the error stall rule (stop once the best validation error of the last eight steps is above the
     best before them by less than this fraction of its gain, or below it; 0, the default: off — a faster, weaker
-    attack where it is on, measured in the README) and ``keep`` which iterate to return ("error": the one with the
+    attack where it is on, measured in the README), ``growth`` when the line search's step doubles ("double", the
+    default: after every step accepted at once; "model": only where the quadratic model of the validation loss
+    along the last step predicts a gain at twice its length — fewer retrainings, another path; see
+    :func:`~transferlab.attacks.poisoning.strategies.step_grows`) and ``keep`` which iterate to return ("error": the one with the
     highest validation error of the surrogate; "last": the last, of the highest validation loss) — batch;
     ``max_passes`` passes over the points and ``max_iter`` ascent steps per point and pass — sequential; ``step``
     the largest step (ℓ2 length per point; default 0.25·‖ub − lb‖·√d); ``grid`` step sizes tried per line search;
@@ -60,6 +63,7 @@ class PoisoningSettings(AttackSettings):
     momentum: float = Field(0.9, ge=0, lt=1, allow_inf_nan=False)
     stall: float = Field(0.01, ge=0, lt=1, allow_inf_nan=False)
     stall_error: float = Field(0.0, ge=0, lt=1, allow_inf_nan=False)
+    growth: Literal["double", "model"] = "double"
     keep: Literal["error", "last"] = "error"
     max_passes: StrictInt = Field(3, ge=1, le=10 ** 6)
     max_iter: StrictInt = Field(5, ge=1, le=MAX_STEPS)
@@ -204,7 +208,7 @@ class Poisoning:
         if s.mode == "batch":
             X_p, result = batch(problem, X_p.copy(), y_p, chosen, max_step=max_step, max_steps=s.max_steps,
                                 grid=s.grid, tol=s.tol, stall=s.stall, keep=s.keep, momentum=s.momentum,
-                                stall_error=s.stall_error)
+                                stall_error=s.stall_error, growth=s.growth)
         else:
             X_p, result = sequential(problem, X_p.copy(), y_p, chosen, max_step=max_step, max_passes=s.max_passes,
                                      max_iter=s.max_iter, grid=s.grid, tol=s.tol)
