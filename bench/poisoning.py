@@ -34,7 +34,8 @@ With --equal-error, Table 3 compares the attacks at equal damage: the default mo
 With --stall-error 0.02,0.05, Table 4 runs the default mode with its error stall rule on at each value
 (``Poisoning(..., stall_error=v)``), and with --variant '{"growth": "model", "stall_error": 0.05}' (repeatable) with
 those settings changed: CPU per point, test error, retrainings and the ratio to secml per variant, then each
-variant's white-box curve.
+variant's white-box curve. With --seeds 5, Table 5 gives the mean test error and retrainings over the start draws of
+seeds 0..4 for the default and every variant: one draw's error moves with any change of path, the mean less.
 """
 
 from __future__ import annotations
@@ -88,6 +89,9 @@ def main() -> None:
     parser.add_argument("--variant", action="append", default=[], metavar="JSON",
                         help="also run the default mode with these settings changed, e.g. "
                              "'{\"growth\": \"model\", \"stall_error\": 0.05}' (repeatable; Table 4)")
+    parser.add_argument("--seeds", type=int, default=0, metavar="N",
+                        help="also run the default mode and every --variant from the start draws of seeds 0..N-1 "
+                             "and print their mean test error and retrainings (Table 5)")
     parser.add_argument("--secml-distance", default="l2", choices=["l1", "l2"],
                         help="secml's step geometry: l2 moves all pixels along the gradient (as transferlab), "
                              "l1 one pixel per step (the default of secml's SVM and logistic attacks)")
@@ -105,6 +109,8 @@ def main() -> None:
         if not isinstance(variant, dict) or not variant:
             parser.error(f"--variant {text!r}: give the settings to change as a JSON object")
         args.variants.append(variant)
+    if args.seeds < 0 or args.seeds == 1:
+        parser.error("--seeds must be 0 (off) or at least 2")
     for variant in args.variants:
         try:
             attacks.Poisoning(**variant)                # the attack's own check, before any run
@@ -133,6 +139,8 @@ def main() -> None:
     curves(split, names, fractions)
     for variant in args.variants:
         curves(split, names, fractions, **variant)
+    if args.seeds:
+        print_seeds(split, names, fractions, args.variants, args.seeds)
 
 
 def limit_threads(threads: int) -> None:
@@ -161,10 +169,10 @@ def default_settings() -> str:
             f"init={s.init!r}")
 
 
-def run_transferlab(name, split, n_points, start=None, **settings):
+def run_transferlab(name, split, n_points, start=None, seed=0, **settings):
     """One poisoning run; returns its result, its CPU seconds, the test error of the retrained model and the points."""
     X, y = split.target.X, split.target.y
-    attack = attacks.Poisoning(surrogate=name, n_points=n_points, seed=0, **settings)
+    attack = attacks.Poisoning(surrogate=name, n_points=n_points, seed=seed, **settings)
     begin = time.process_time()
     result = attack.run(X, y, split.validation.X, split.validation.y, start=start)
     cpu = time.process_time() - begin
@@ -348,6 +356,33 @@ def print_variants(args, split, rows: list[dict], variants: list[dict]) -> None:
             ratio = f"{row['secml_cpu'] / cpu:5.0f}" if "secml_cpu" in row else f"{'-':>5}"
             line += f" | {cpu / row['n']:13.4f} {error:5.3f} {fits:4d} {ratio}"
         print(line, flush=True)
+
+
+def print_seeds(split, names, fractions, variants: list[dict], seeds: int) -> None:
+    """Table 5: the damage and retrainings of the default mode and of each variant over the start draws of seeds
+    0..seeds-1 — one seed's test error is a draw among the local optima (``svm_h``: ±0.03 from a change of path),
+    so a change of path is judged on the mean: per cell the default's mean test error and retrainings, and per
+    variant its mean test error, its mean difference to the default's with the standard error of that mean, and
+    its mean retrainings."""
+    head = f"{'default: err':>12} {'fits':>5}" + "".join(
+        f" | {'(' + chr(ord('a') + i) + ') err':>9} {'diff':>6} {'± se':>5} {'fits':>5}" for i in range(len(variants)))
+    print_head(CELL_HEAD + head, f"over seeds 0..{seeds - 1} (start draws; the split stays): mean test error and "
+               "retrainings of the default mode and of the variants " + "; ".join(
+                   f"({chr(ord('a') + i)}) {variant_name(v)}" for i, v in enumerate(variants)))
+    y = split.target.y
+    for name in names:
+        for fraction in fractions:
+            n_points = int(round(fraction * len(y)))
+            runs = [run_transferlab(name, split, n_points, seed=seed) for seed in range(seeds)]
+            errors = np.array([run[2] for run in runs])
+            line = (f"{cell({'name': name, 'fraction': fraction, 'n': n_points})}{errors.mean():12.3f} "
+                    f"{np.mean([run[0].retrainings for run in runs]):5.1f}")
+            for variant in variants:
+                other = [run_transferlab(name, split, n_points, seed=seed, **variant) for seed in range(seeds)]
+                diff = np.array([run[2] for run in other]) - errors
+                line += (f" | {errors.mean() + diff.mean():9.3f} {diff.mean():+6.3f} "
+                         f"{diff.std(ddof=1) / np.sqrt(seeds):5.3f} {np.mean([run[0].retrainings for run in other]):5.1f}")
+            print(line, flush=True)
 
 
 def curves(split, names, fractions, **settings) -> None:
