@@ -52,6 +52,8 @@ import numpy as np
 from transferlab import attacks, datasets, models
 from transferlab.errors import ConfigError
 
+#: the settings a cell fixes, which a --variant may not change
+CELL_KEYS = ("surrogate", "n_points", "seed")
 MODELS = ["svm_h", "svm_l", "logistic_h", "logistic_l", "ridge_h", "ridge_l", "svm_rbf_h", "svm_rbf_l"]
 # secml's MNIST poisoning tutorial (tutorials/06-MNIST_dataset.ipynb); secml has no default (it reads
 # solver_params['eta'] in CAttackPoisoning.__init__)
@@ -101,6 +103,7 @@ def main() -> None:
     except ValueError as error:
         parser.error(f"--stall-error: {error}")
     args.variants = [{"stall_error": v} for v in values]
+    flags = [f"--stall-error {v:g}" for v in values]        # where each variant came from, for its error
     for text in args.variant:
         try:
             variant = json.loads(text)
@@ -108,19 +111,23 @@ def main() -> None:
             parser.error(f"--variant {text!r}: not JSON ({error})")
         if not isinstance(variant, dict) or not variant:
             parser.error(f"--variant {text!r}: give the settings to change as a JSON object")
+        fixed = sorted(set(variant) & set(CELL_KEYS))
+        if fixed:
+            parser.error(f"--variant {text!r}: {', '.join(fixed)} is set by the cell (use --models, --fractions "
+                         "and --seeds), not by a variant")
         args.variants.append(variant)
+        flags.append(f"--variant {text!r}")
     if args.seeds < 0 or args.seeds == 1:
         parser.error("--seeds must be 0 (off) or at least 2")
-    for variant in args.variants:
+    for flag, variant in zip(flags, args.variants):
         try:
             attacks.Poisoning(**variant)                # the attack's own check, before any run
         except (ConfigError, TypeError) as error:
-            parser.error(f"--variant {json.dumps(variant)}: {error}")
+            parser.error(f"{flag}: {error}")
     if args.threads:
         limit_threads(args.threads)
+    names, fractions = parse_cells(parser, args.models, args.fractions)
     split = bench_split(args.data)
-    fractions = [float(f) for f in args.fractions.split(",")]
-    names = args.models.split(",")
     print(f"data: {'full' if args.data else 'embedded'} MNIST89, {len(split.target)} training, "
           f"{len(split.validation)} validation, {len(split.test)} test points; BLAS/torch threads "
           f"{args.threads or 'default'}")
@@ -162,6 +169,31 @@ def bench_split(path: str | None):
     return datasets.split(data, n_target=300, n_surrogate=2, n_test=n_test, n_validation=n_val, seed=0)
 
 
+def parse_cells(parser: argparse.ArgumentParser, models: str, fractions: str) -> tuple[list[str], list[float]]:
+    """The --models and --fractions of a bench, checked (a parser error names what is wrong)."""
+    names = models.split(",")
+    unknown = [name for name in names if name not in MODELS]
+    if unknown:
+        parser.error(f"--models: unknown {', '.join(unknown)}; choose from {', '.join(MODELS)}")
+    try:
+        values = [float(f) for f in fractions.split(",")]
+    except ValueError as error:
+        parser.error(f"--fractions: {error}")
+    if not all(0 < f < 1 for f in values):
+        parser.error("--fractions: each fraction must lie in (0, 1)")
+    return names, values
+
+
+def point_count(fraction: float, n_train: int) -> int:
+    """The poisoning points of a cell: ``fraction`` of the training set, rounded."""
+    return int(round(fraction * n_train))
+
+
+def label(i: int) -> str:
+    """The letter of the ``i``-th variant in the tables' headers: (a), (b), ..."""
+    return chr(ord("a") + i)
+
+
 def default_settings() -> str:
     s = attacks.PoisoningSettings()
     return (f"mode={s.mode!r}, max_steps={s.max_steps}, momentum={s.momentum}, stall={s.stall}, "
@@ -195,7 +227,7 @@ def table(args, split, names, fractions) -> None:
         clean_error = float(np.mean(clean.predict(split.test.X) != split.test.y))
         rows = []
         for fraction in fractions:
-            n_points = int(round(fraction * len(y)))
+            n_points = point_count(fraction, len(y))
             result, cpu, error, X_p, y_p = run_transferlab(name, split, n_points)
             for _ in range(args.repeat - 1):    # the machine's noise: keep the least CPU time of identical runs
                 again = run_transferlab(name, split, n_points)
@@ -343,9 +375,9 @@ def print_variants(args, split, rows: list[dict], variants: list[dict]) -> None:
     the default."""
     names = [variant_name(v) for v in variants]
     head = f"{'default: s/pt':>13} {'err':>5} {'fits':>4}" + "".join(
-        f" | {'(' + chr(ord('a') + i) + ') s/pt':>13} {'err':>5} {'fits':>4} {'x':>5}" for i in range(len(names)))
+        f" | {'(' + label(i) + ') s/pt':>13} {'err':>5} {'fits':>4} {'x':>5}" for i in range(len(names)))
     print_head(CELL_HEAD + head, "variants: the default mode with " + "; ".join(
-        f"({chr(ord('a') + i)}) {name}" for i, name in enumerate(names)) + "; fits: retrainings; x: secml's time / "
+        f"({label(i)}) {name}" for i, name in enumerate(names)) + "; fits: retrainings; x: secml's time / "
         "that time (where secml ran)")
     for row in rows:
         line = f"{cell(row)}{row['cpu'] / row['n']:13.4f} {row['error']:5.3f} {row['fits']:4d}"
@@ -365,14 +397,14 @@ def print_seeds(split, names, fractions, variants: list[dict], seeds: int) -> No
     variant its mean test error, its mean difference to the default's with the standard error of that mean, and
     its mean retrainings."""
     head = f"{'default: err':>12} {'fits':>5}" + "".join(
-        f" | {'(' + chr(ord('a') + i) + ') err':>9} {'diff':>6} {'± se':>5} {'fits':>5}" for i in range(len(variants)))
+        f" | {'(' + label(i) + ') err':>9} {'diff':>6} {'± se':>5} {'fits':>5}" for i in range(len(variants)))
     print_head(CELL_HEAD + head, f"over seeds 0..{seeds - 1} (start draws; the split stays): mean test error and "
                "retrainings of the default mode and of the variants " + "; ".join(
-                   f"({chr(ord('a') + i)}) {variant_name(v)}" for i, v in enumerate(variants)))
+                   f"({label(i)}) {variant_name(v)}" for i, v in enumerate(variants)))
     y = split.target.y
     for name in names:
         for fraction in fractions:
-            n_points = int(round(fraction * len(y)))
+            n_points = point_count(fraction, len(y))
             runs = [run_transferlab(name, split, n_points, seed=seed) for seed in range(seeds)]
             errors = np.array([run[2] for run in runs])
             line = (f"{cell({'name': name, 'fraction': fraction, 'n': n_points})}{errors.mean():12.3f} "
@@ -396,7 +428,7 @@ def curves(split, names, fractions, **settings) -> None:
     for name in names:
         errors, start = [], None
         for fraction in sorted(fractions):
-            n_points = int(round(fraction * len(y)))
+            n_points = point_count(fraction, len(y))
             _, _, error, X_p, y_p = run_transferlab(name, split, n_points, start=start, **settings)
             errors.append(error)
             start = (X_p, y_p)

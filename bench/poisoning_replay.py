@@ -25,13 +25,12 @@ import time
 
 import numpy as np
 
-from poisoning import bench_split, limit_threads
+from poisoning import MODELS, bench_split, limit_threads, parse_cells, point_count
 
 from transferlab import attacks
 from transferlab.attacks.poisoning import attack as attack_module
 from transferlab.attacks.poisoning.strategies import unblocked
 
-MODELS = ["svm_h", "svm_l", "logistic_h", "logistic_l", "ridge_h", "ridge_l", "svm_rbf_h", "svm_rbf_l"]
 
 
 def recorded_path(attack: attacks.Poisoning, split):
@@ -109,6 +108,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
+    names, fractions = parse_cells(parser, args.models, args.fractions)
     limit_threads(1)
     split = bench_split(args.data)
     print(f"data: {'full' if args.data else 'embedded'} MNIST89, {len(split.target)} training, "
@@ -120,9 +120,9 @@ def main() -> None:
           f"{'replay s/pt':>11s} {'bound':>6s}")
     print("-" * 68)
     X = split.target.X
-    for name in args.models.split(","):
-        for fraction in args.fractions.split(","):
-            k = int(round(float(fraction) * len(X)))          # as bench/poisoning.py
+    for name in names:
+        for fraction in fractions:
+            k = point_count(fraction, len(X))
             attack = attacks.Poisoning(surrogate=name, n_points=k, seed=0)
             seen, result = recorded_path(attack, split)
             default_times, replay_times = [], []

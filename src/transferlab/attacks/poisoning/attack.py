@@ -49,7 +49,7 @@ class PoisoningSettings(AttackSettings):
     best before them by less than this fraction of its gain, or below it; 0, the default: off — a faster, weaker
     attack where it is on, measured in the README), ``growth`` when the line search's step doubles ("double", the
     default: after every step accepted at once; "model": only where the quadratic model of the validation loss
-    along the last step predicts a gain at twice its length — fewer retrainings, another path; see
+    along the last step is still rising at the step's end — fewer retrainings, another path; see
     :func:`~transferlab.attacks.poisoning.strategies.step_grows`) and ``keep`` which iterate to return ("error": the one with the
     highest validation error of the surrogate; "last": the last, of the highest validation loss) — batch;
     ``max_passes`` passes over the points and ``max_iter`` ascent steps per point and pass — sequential; ``step``
