@@ -127,6 +127,7 @@ def main() -> None:
     if args.threads:
         limit_threads(args.threads)
     names, fractions = parse_cells(parser, args.models, args.fractions)
+    args.secml_fractions = parse_fractions(parser, "--secml-fractions", args.secml_fractions)
     split = bench_split(args.data)
     print(f"data: {'full' if args.data else 'embedded'} MNIST89, {len(split.target)} training, "
           f"{len(split.validation)} validation, {len(split.test)} test points; BLAS/torch threads "
@@ -175,13 +176,18 @@ def parse_cells(parser: argparse.ArgumentParser, models: str, fractions: str) ->
     unknown = [name for name in names if name not in MODELS]
     if unknown:
         parser.error(f"--models: unknown {', '.join(unknown)}; choose from {', '.join(MODELS)}")
+    return names, parse_fractions(parser, "--fractions", fractions)
+
+
+def parse_fractions(parser: argparse.ArgumentParser, flag: str, text: str) -> list[float]:
+    """A comma-separated list of poisoning fractions, each in (0, 1), or a parser error naming ``flag``."""
     try:
-        values = [float(f) for f in fractions.split(",")]
+        values = [float(f) for f in text.split(",")]
     except ValueError as error:
-        parser.error(f"--fractions: {error}")
+        parser.error(f"{flag}: {error}")
     if not all(0 < f < 1 for f in values):
-        parser.error("--fractions: each fraction must lie in (0, 1)")
-    return names, values
+        parser.error(f"{flag}: each fraction must lie in (0, 1)")
+    return values
 
 
 def point_count(fraction: float, n_train: int) -> int:
@@ -240,7 +246,7 @@ def table(args, split, names, fractions) -> None:
                 _, cpu_s, error_s, _, _ = run_transferlab(name, split, n_points, **SEQUENTIAL)
                 rows[-1].update(seq_cpu=cpu_s, seq_error=error_s)
         if args.secml:
-            wanted = {float(f) for f in args.secml_fractions.split(",")}
+            wanted = set(args.secml_fractions)
             compared = [row for row in rows if row["fraction"] in wanted]
             reference = secml_runs(args, split, name, compared)
             for row, r in zip(compared, reference["runs"] if reference else []):

@@ -21,8 +21,8 @@ from threadpoolctl import threadpool_limits
 
 from transferlab.attacks.settings import MAX_GRID, MAX_SEED, MAX_STEPS, AttackSettings, plain
 from transferlab.attacks.poisoning.base import Family
-from transferlab.attacks.poisoning.strategies import (PoisoningResult, Problem, batch, padded, sequential,
-                                                      start_indices)
+from transferlab.attacks.poisoning.strategies import (GrowthRule, PoisoningResult, Problem, batch, padded,
+                                                      sequential, start_indices)
 from transferlab.errors import ConfigError, DataError, shown
 from transferlab.models.base import Classifier, check_X, check_y
 
@@ -63,7 +63,7 @@ class PoisoningSettings(AttackSettings):
     momentum: float = Field(0.9, ge=0, lt=1, allow_inf_nan=False)
     stall: float = Field(0.01, ge=0, lt=1, allow_inf_nan=False)
     stall_error: float = Field(0.0, ge=0, lt=1, allow_inf_nan=False)
-    growth: Literal["double", "model"] = "double"
+    growth: GrowthRule = "double"
     keep: Literal["error", "last"] = "error"
     max_passes: StrictInt = Field(3, ge=1, le=10 ** 6)
     max_iter: StrictInt = Field(5, ge=1, le=MAX_STEPS)

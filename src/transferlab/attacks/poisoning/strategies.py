@@ -39,6 +39,7 @@ would have been accepted, so it is a different path: fewer retrainings, the same
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import numpy as np
 
@@ -54,8 +55,9 @@ ERROR_STALL_WINDOW = 8
 #: ``growth="model"``: the first moves choose the basin of the local optimum, and gating them lowered the damage of
 #: the SVMs (bench split, 5 seeds: ``svm_h`` at 10% 0.430 → 0.403 test error without this warm-up, 0.428 with it)
 GROWTH_WARMUP = 5
-#: the step growth rules of :func:`step_grows`
-GROWTH_RULES = ("double", "model")
+#: the step growth rules of :func:`step_grows` (``PoisoningSettings.growth`` is one)
+GrowthRule = Literal["double", "model"]
+GROWTH_RULES: tuple[str, ...] = get_args(GrowthRule)
 
 
 @dataclass
@@ -272,7 +274,7 @@ def step_grows(growth: str, steps: int, gain: float, predicted: float) -> bool:
 def check_growth(growth: str) -> None:
     """Raise ``ValueError`` unless ``growth`` names one of :data:`GROWTH_RULES`."""
     if growth not in GROWTH_RULES:
-        raise ValueError(f"unknown step growth {growth!r}: use 'double' or 'model'")
+        raise ValueError(f"unknown step growth {growth!r}: use one of {', '.join(map(repr, GROWTH_RULES))}")
 
 
 def error_stalled(errors: list[float], stall_error: float) -> bool:
