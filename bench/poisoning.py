@@ -54,6 +54,8 @@ from transferlab.errors import ConfigError
 
 #: the settings a cell fixes, which a --variant may not change
 CELL_KEYS = ("surrogate", "n_points", "seed")
+#: the training points of the bench's split (:func:`bench_split`)
+N_TRAIN = 300
 MODELS = ["svm_h", "svm_l", "logistic_h", "logistic_l", "ridge_h", "ridge_l", "svm_rbf_h", "svm_rbf_l"]
 # secml's MNIST poisoning tutorial (tutorials/06-MNIST_dataset.ipynb); secml has no default (it reads
 # solver_params['eta'] in CAttackPoisoning.__init__)
@@ -167,7 +169,7 @@ def bench_split(path: str | None):
     in ``path``, or 250 and 400 from the embedded subset (``path`` None)."""
     data = datasets.load("mnist89", path=path) if path else datasets.load("mnist89")
     n_val, n_test = (500, 1000) if path else (250, 400)
-    return datasets.split(data, n_target=300, n_surrogate=2, n_test=n_test, n_validation=n_val, seed=0)
+    return datasets.split(data, n_target=N_TRAIN, n_surrogate=2, n_test=n_test, n_validation=n_val, seed=0)
 
 
 def parse_cells(parser: argparse.ArgumentParser, models: str, fractions: str) -> tuple[list[str], list[float]]:
@@ -187,6 +189,9 @@ def parse_fractions(parser: argparse.ArgumentParser, flag: str, text: str) -> li
         parser.error(f"{flag}: {error}")
     if not all(0 < f < 1 for f in values):
         parser.error(f"{flag}: each fraction must lie in (0, 1)")
+    if any(point_count(f, N_TRAIN) < 1 for f in values):
+        parser.error(f"{flag}: each fraction must give at least one of the {N_TRAIN} training points "
+                     f"(at least {0.5 / N_TRAIN:g})")
     return values
 
 
